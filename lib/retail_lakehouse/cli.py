@@ -1,0 +1,146 @@
+"""The `lakehouse` command."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+from retail_lakehouse.errors import LakehouseError, ParameterError
+
+
+def _kv(items: Sequence[str] | None, flag: str = "--param") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ParameterError(flag, f"{item!r} is not KEY=VALUE")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from retail_lakehouse import engine
+
+    df = engine.sql(args.statement, _kv(args.param) or None, env=args.env)
+    frame = df.limit(args.limit).toPandas()
+    with pd.option_context("display.max_columns", 50, "display.width", 200, "display.max_colwidth", 60):
+        print(frame.to_string(index=False) if len(frame.columns) else "OK")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from retail_lakehouse.runner import run_job
+
+    run = run_job(args.job, _kv(args.param), env=args.env)
+    for task in run.tasks:
+        line = f"  {task.task_key:<32} attempt {task.attempt}  {task.state:<15} {task.duration:6.1f}s"
+        if task.error_class:
+            line += f"  {task.error_class}: {(task.error_message or '').splitlines()[0][:120]}"
+        print(line)
+    print(f"job {run.job} run {run.run_id}: {run.state}")
+    print(f"executed notebooks: {run.output_dir}")
+    return 0 if run.state == "SUCCESS" else 1
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from retail_lakehouse.config import load_settings
+    from retail_lakehouse.generate import generate
+
+    settings = load_settings("local")
+    started = time.perf_counter()
+    result = generate(
+        settings.home,
+        scale_factor=args.scale_factor,
+        days=args.days,
+        start_date=args.start_date,
+        seed=args.seed,
+        oltp_path=settings.sqlite_path(),
+        landing_dir=settings.local_path("landing"),
+    )
+    print(f"generated {result.days} day(s) from {result.start_date} in {time.perf_counter() - started:.1f}s")
+    print(f"  OLTP database: {result.oltp_path}")
+    print(f"  POS landing:   {result.landing_dir} ({result.pos_files} files)")
+    for table, rows in result.rows.items():
+        print(f"  {table:<12} {rows:>10,} rows")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from retail_lakehouse.demo import run_demo
+
+    return run_demo(scale_factor=args.scale_factor, days=args.days, increments=args.increments)
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    from retail_lakehouse.config import load_settings
+    from retail_lakehouse.tables import registry
+
+    settings = load_settings(args.env)
+    for t in registry():
+        print(f"{t.full_name(settings):<55} {len(t.columns):>3} cols  keys={','.join(t.keys)}")
+    return 0
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lakehouse", description="Retail lakehouse runbook: local engine and ops.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sql", help="run one Databricks SQL statement on the environment's engine")
+    p.add_argument("statement")
+    p.add_argument("--param", "-p", action="append", metavar="NAME=VALUE", help="named parameter :NAME")
+    p.add_argument("--env", default=None)
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser("run", help="run a job from databricks.yml locally (papermill, retries, run records)")
+    p.add_argument("job")
+    p.add_argument("--param", "-p", action="append", metavar="NAME=VALUE", help="job parameter")
+    p.add_argument("--env", default="local")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("generate", help="generate the retail source systems (OLTP SQLite + POS landing files)")
+    p.add_argument("--scale-factor", type=float, default=1.0)
+    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--start-date", type=_date, default=dt.date(2024, 1, 1))
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("demo", help="generate sources and run the pipeline with daily increments")
+    p.add_argument("--scale-factor", type=float, default=0.2)
+    p.add_argument("--days", type=int, default=7)
+    p.add_argument("--increments", type=int, default=2)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("tables", help="list the table registry")
+    p.add_argument("--env", default=None)
+    p.set_defaults(func=cmd_tables)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except LakehouseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(json.dumps({"interrupted": True}), file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

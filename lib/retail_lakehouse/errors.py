@@ -1,0 +1,75 @@
+"""One error root for the project; subclasses grouped by what the caller should do."""
+
+from __future__ import annotations
+
+
+class LakehouseError(Exception):
+    """Root of every error the library raises on purpose.
+
+    Messages say what was wrong and how to fix it; subclasses carry context.
+    """
+
+
+class ConfigError(LakehouseError):
+    """The environment or a parameter file is wrong: fix `params/<env>.yaml` or the environment."""
+
+
+class ParameterError(LakehouseError):
+    """A notebook or CLI parameter has a bad value: change the parameter."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"parameter {name!r}: {message}")
+        self.name = name
+
+
+class TableNotFoundError(LakehouseError):
+    """A table name is not in the registry or has no data yet."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.table = name
+
+
+class SchemaMismatchError(LakehouseError):
+    """A write's DataFrame does not match the table's schema; nothing was written."""
+
+    def __init__(self, table: str, message: str) -> None:
+        super().__init__(message)
+        self.table = table
+
+
+class SqlError(LakehouseError):
+    """A SQL statement could not be parsed or executed; the message names the statement."""
+
+
+class VersionNotFoundError(SqlError):
+    """A time-travel or RESTORE target version/timestamp does not exist in the table's history."""
+
+
+class RetentionTooShortError(SqlError):
+    """VACUUM with a retention below the runbook's 168 hours, without an explicit override."""
+
+
+class JobNotFoundError(LakehouseError):
+    """A job name is not declared in databricks.yml."""
+
+
+class JobFailedError(LakehouseError):
+    """A job run ended in failure; carries the run id and the failed tasks."""
+
+    def __init__(self, message: str, *, run_id: str, failed_tasks: list[str]) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.failed_tasks = failed_tasks
+
+
+class CheckFailedError(LakehouseError):
+    """A data-quality check with criticality `error` failed (results were written first)."""
+
+
+class ConfirmationRequired(LakehouseError):
+    """A destructive operation in qa/prod needs `confirm=True` (or `--yes`)."""
+
+
+class SourceError(LakehouseError):
+    """A source system is unreachable or sent data that cannot be read; bronze was left unchanged."""
