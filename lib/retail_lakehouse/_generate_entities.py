@@ -80,7 +80,9 @@ def _addresses(rng: np.random.Generator, n: int) -> tuple[list[str], list[int], 
     suffix = rng.integers(0, len(STREET_SUFFIXES), n).tolist()
     city = rng.integers(0, len(CITIES), n).tolist()
     zip_tail = rng.integers(0, 100, n).tolist()
-    address = [f"{h} {STREETS[s]} {STREET_SUFFIXES[x]}" for h, s, x in zip(house, street, suffix, strict=True)]
+    address = [
+        f"{h} {STREETS[s]} {STREET_SUFFIXES[x]}" for h, s, x in zip(house, street, suffix, strict=True)
+    ]
     postal = [f"{CITIES[c][2]}{z:02d}" for c, z in zip(city, zip_tail, strict=True)]
     return address, city, postal
 
@@ -128,26 +130,19 @@ class Customers:
         self.created_at += np.asarray(created, dtype="int64").tolist()
         self.updated_at += np.asarray(updated, dtype="int64").tolist()
 
-    def row(self, i: int) -> tuple:
+    def row(self, i: int, created: str | None = None, updated: str | None = None) -> tuple:
         """The table row of customer index i (customer_id = i + 1)."""
-        c = CITIES[self.city[i]]
+        city = CITIES[self.city[i]]
         return (
             i + 1, self.first_name[i], self.last_name[i], self.email[i], self.phone[i], self.address[i],
-            c[0], c[1], self.postal_code[i], SEGMENTS[self.segment[i]],
-            _ts([self.created_at[i]])[0], _ts([self.updated_at[i]])[0],
+            city[0], city[1], self.postal_code[i], SEGMENTS[self.segment[i]],
+            created or _ts([self.created_at[i]])[0], updated or _ts([self.updated_at[i]])[0],
         )  # fmt: skip
 
     def rows(self) -> list[tuple]:
-        """All rows, vectorised timestamp formatting."""
+        """All rows (timestamps formatted in one vectorised pass)."""
         created, updated = _ts(self.created_at), _ts(self.updated_at)
-        return [
-            (
-                i + 1, self.first_name[i], self.last_name[i], self.email[i], self.phone[i], self.address[i],
-                CITIES[self.city[i]][0], CITIES[self.city[i]][1], self.postal_code[i],
-                SEGMENTS[self.segment[i]], created[i], updated[i],
-            )  # fmt: skip
-            for i in range(len(self))
-        ]
+        return [self.row(i, created[i], updated[i]) for i in range(len(self))]
 
 
 def base_customers(rng: np.random.Generator, n: int, start: int) -> Customers:
@@ -168,7 +163,9 @@ def new_customers(rng: np.random.Generator, customers: Customers, mean: float, d
     return list(range(first, first + n))
 
 
-def change_customers(rng: np.random.Generator, customers: Customers, rate: float, day_start: int) -> list[int]:
+def change_customers(
+    rng: np.random.Generator, customers: Customers, rate: float, day_start: int
+) -> list[int]:
     """Move (address) or re-segment a share `rate` of the customers in place; returns changed indexes.
 
     The draws do not depend on `rate`, so the same seed gives the same customers whatever the rates.

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
 from retail_lakehouse._delta_sql_lex import bind_parameters, tokenize
 from retail_lakehouse._delta_sql_parse import (
     DescribeDetail,
@@ -372,7 +373,16 @@ def _restore(stmt: Restore, directory: Path, _: DeltaSqlOptions) -> pd.DataFrame
         # delta-rs refuses to restore the current version; Databricks treats it as a no-op.
         raw: dict[str, Any] = {"numRemovedFile": 0, "numRestoredFile": 0}
     else:
-        raw = dt.restore(target)
+        try:
+            raw = dt.restore(target)
+        except Exception as exc:
+            if "missing file" not in str(exc).lower():
+                raise
+            raise SqlError(
+                f"cannot RESTORE {stmt.table.name} to version {target}: its data files were removed by "
+                f"VACUUM ({exc}). Nothing was changed; restore a version newer than the last VACUUM's "
+                "retention window (see DESCRIBE HISTORY)."
+            ) from exc
     after = _add_actions(_open(directory))
     removed = before[~before["path"].isin(after["path"])]
     restored = after[~after["path"].isin(before["path"])]

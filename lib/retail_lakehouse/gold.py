@@ -1,0 +1,670 @@
+"""Silver -> gold: the dimensional model (SCD2 customers, SCD1 products/stores, dates, sales facts).
+
+Pure cores (`scd2_changes`, `scd1_frame`, `dim_date_frame`, `fact_sales_frame`, `daily_sales_frame`) take
+and return DataFrames; the `build_*` functions read silver, call them and write gold through
+`retail_lakehouse.writes`. Surrogate keys are hashes of the natural key (and, for SCD2, the version start),
+so re-runs, incremental loads and full rebuilds give the same keys. A key that does not resolve becomes
+the unknown member, -1, never NULL.
+
+Incremental state is a watermark per (gold table, silver source) on `_processed_at`
+(`retail_lakehouse.watermarks`); fact partitions touched since it are rebuilt whole from silver, so an
+incremental run equals a full rebuild.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from retail_lakehouse.config import Settings, load_settings
+from retail_lakehouse.errors import ParameterError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from pyspark.sql import Column, DataFrame
+
+__all__ = [
+    "BuildResult",
+    "CUSTOMER_TRACKED",
+    "CUSTOMER_TYPE1",
+    "UNKNOWN_SK",
+    "build_agg_daily_sales",
+    "build_dim_customer",
+    "build_dim_date",
+    "build_dim_product",
+    "build_dim_store",
+    "build_fact_sales",
+    "daily_sales_frame",
+    "dim_date_frame",
+    "fact_sales_frame",
+    "scd1_frame",
+    "scd2_changes",
+]
+
+UNKNOWN_SK = -1
+FAR_FUTURE = "9999-12-31 00:00:00"
+BEFORE_TIME = "1900-01-01 00:00:00"
+CALENDAR = (dt.date(2023, 1, 1), dt.date(2026, 12, 31))
+CUSTOMER_TRACKED: tuple[str, ...] = ("address", "city", "state", "postal_code", "segment")
+CUSTOMER_TYPE1: tuple[str, ...] = ("full_name", "email")
+# Above this many partitions a replaceWhere uses a date_key range instead of an IN list.
+_MAX_IN_LIST = 200
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a gold build did, for the notebook to show.
+
+    Attributes:
+        table: full name of the gold table.
+        mode: ``full``, ``incremental``, ``backfill`` or ``skipped``.
+        rows_read: silver rows considered.
+        inserted: rows added (new members / new versions / fact rows written).
+        updated: rows updated in place (SCD1, type-1 attributes).
+        closed: SCD2 versions closed.
+        date_keys: fact/aggregate partitions rewritten.
+        watermark: the watermark stored after the build (None: not moved).
+        details: free text (why it was skipped, ...).
+    """
+
+    table: str
+    mode: str
+    rows_read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    closed: int = 0
+    date_keys: tuple[int, ...] = ()
+    watermark: str | None = None
+    details: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["date_keys"] = f"{len(self.date_keys)} partition(s)" if len(self.date_keys) > 10 else list(self.date_keys)
+        return out
+
+
+# ----------------------------------------------------------------------------- pure cores
+
+
+def _F():  # noqa: N802 - pyspark.sql.functions, imported lazily (heavy)
+    from pyspark.sql import functions as F
+
+    return F
+
+
+def _ts(text: str) -> Column:
+    return _F().lit(text).cast("timestamp")
+
+
+def _differs(a: Column, b: Column) -> Column:
+    return ~a.eqNullSafe(b)
+
+
+def customer_source(silver_customers: DataFrame) -> DataFrame:
+    """Silver customers in dim_customer's vocabulary (full_name built from first and last name)."""
+    F = _F()
+    return silver_customers.select(
+        "customer_id",
+        F.trim(F.concat_ws(" ", "first_name", "last_name")).alias("full_name"),
+        "email",
+        *CUSTOMER_TRACKED,
+        "created_at",
+        "updated_at",
+    )
+
+
+def scd2_changes(
+    current: DataFrame,
+    incoming: DataFrame,
+    *,
+    key: str = "customer_id",
+    tracked: Sequence[str] = CUSTOMER_TRACKED,
+    type1: Sequence[str] = CUSTOMER_TYPE1,
+    sk_column: str = "customer_sk",
+    sk_prefix: str = "customer",
+    run_id: str = "",
+) -> DataFrame:
+    """Rows to MERGE (on `sk_column`) into an SCD2 dimension for the incoming latest states.
+
+    Args:
+        current: the dimension (all rows or only current ones; only ``is_current`` rows are used).
+        incoming: one row per key: `key`, `tracked`, `type1`, ``created_at``, ``updated_at``.
+        key: natural key column.
+        tracked: type-2 attributes: a change closes the current version and opens a new one.
+        type1: type-1 attributes: a change updates the current version in place.
+        sk_column: surrogate key column; ``xxhash64(sk_prefix, key, effective_from)``.
+        sk_prefix: hash salt per dimension.
+        run_id: written to ``_run_id``.
+
+    Returns:
+        The dimension's columns plus ``change_type``: ``insert`` (new member, effective from
+        ``created_at``), ``close`` (current version ended at the incoming ``updated_at``),
+        ``new_version`` (effective from ``updated_at``) or ``type1``. An unchanged key gives no row, so
+        applying the same input twice changes nothing. A tracked change whose ``updated_at`` is not
+        after the current version's start cannot be placed in time and is applied as type 1 only.
+    """
+    F = _F()
+    attrs = [*type1, *tracked]
+    cur = current.filter(F.col("is_current")).select(
+        F.col(key).alias("_c_key"),
+        F.col(sk_column).alias("_c_sk"),
+        F.col("effective_from").alias("_c_from"),
+        *[F.col(c).alias(f"_c_{c}") for c in attrs],
+    )
+    joined = incoming.join(cur, incoming[key] == cur["_c_key"], "left")
+    is_new = F.col("_c_sk").isNull()
+    tracked_changed = F.lit(False)
+    for c in tracked:
+        tracked_changed = tracked_changed | _differs(F.col(c), F.col(f"_c_{c}"))
+    type1_changed = F.lit(False)
+    for c in type1:
+        type1_changed = type1_changed | _differs(F.col(c), F.col(f"_c_{c}"))
+    versioned = ~is_new & tracked_changed & (F.col("updated_at") > F.col("_c_from"))
+    in_place = ~is_new & ~versioned & type1_changed
+
+    def sk(start: Column) -> Column:
+        return F.xxhash64(F.lit(sk_prefix), F.col(key), start)
+
+    def shape(frame: DataFrame, sk_col: Column, start: Column, end: Column, current_flag: bool,
+              values: dict[str, Column], change: str) -> DataFrame:
+        return frame.select(
+            sk_col.alias(sk_column),
+            F.col(key),
+            *[values.get(c, F.col(c)).alias(c) for c in attrs],
+            start.cast("timestamp").alias("effective_from"),
+            end.cast("timestamp").alias("effective_to"),
+            F.lit(current_flag).alias("is_current"),
+            F.lit(run_id).alias("_run_id"),
+            F.lit(change).alias("change_type"),
+        )
+
+    first_start = F.coalesce(F.col("created_at"), F.col("updated_at"))
+    no_end = F.lit(None).cast("timestamp")
+    old = {c: F.col(f"_c_{c}") for c in tracked}
+    inserts = shape(joined.filter(is_new), sk(first_start), first_start, no_end, True, {}, "insert")
+    closes = shape(joined.filter(versioned), F.col("_c_sk"), F.col("_c_from"), F.col("updated_at"), False,
+                   old, "close")
+    versions = shape(joined.filter(versioned), sk(F.col("updated_at")), F.col("updated_at"), no_end, True, {},
+                     "new_version")
+    updates = shape(joined.filter(in_place), F.col("_c_sk"), F.col("_c_from"), no_end, True, old, "type1")
+    return inserts.unionByName(closes).unionByName(versions).unionByName(updates)
+
+
+def scd1_frame(silver: DataFrame, *, columns: Sequence[str], key: str, sk_column: str, sk_prefix: str,
+               run_id: str) -> DataFrame:
+    """Latest silver state as SCD1 dimension rows: ``sk = xxhash64(sk_prefix, key)`` plus `columns`."""
+    F = _F()
+    rest = [c for c in columns if c not in (sk_column, "_run_id")]
+    return silver.select(
+        F.xxhash64(F.lit(sk_prefix), F.col(key)).alias(sk_column),
+        *[F.col(c) for c in rest],
+        F.lit(run_id).alias("_run_id"),
+    )
+
+
+def dim_date_frame(spark: Any, start: dt.date = CALENDAR[0], end: dt.date = CALENDAR[1]) -> DataFrame:
+    """A calendar from `start` to `end` inclusive; ``date_key`` = yyyymmdd, ``day_of_week`` 1 = Sunday."""
+    F = _F()
+    days = spark.sql(
+        f"SELECT explode(sequence(DATE'{start.isoformat()}', DATE'{end.isoformat()}', INTERVAL 1 DAY)) AS date"
+    )
+    d = F.col("date")
+    return days.select(
+        F.date_format(d, "yyyyMMdd").cast("int").alias("date_key"),
+        d,
+        F.year(d).alias("year"),
+        F.quarter(d).alias("quarter"),
+        F.month(d).alias("month"),
+        F.date_format(d, "MMMM").alias("month_name"),
+        F.dayofmonth(d).alias("day_of_month"),
+        F.dayofweek(d).alias("day_of_week"),
+        F.date_format(d, "EEEE").alias("day_name"),
+        F.weekofyear(d).alias("week_of_year"),
+        F.dayofweek(d).isin(1, 7).alias("is_weekend"),
+    )
+
+
+def date_key(column: Column) -> Column:
+    """yyyymmdd int of a date column."""
+    return _F().date_format(column, "yyyyMMdd").cast("int")
+
+
+def fact_sales_frame(
+    items: DataFrame,
+    orders: DataFrame,
+    dim_customer: DataFrame,
+    dim_product: DataFrame,
+    dim_store: DataFrame,
+    *,
+    run_id: str = "",
+) -> DataFrame:
+    """Order lines with surrogate keys: customer as of the order time, product and store by natural key.
+
+    Lines whose order is not in `orders` are left out. The customer version is the one with
+    ``effective_from <= order_ts < effective_to``; an order before a customer's first version takes the
+    first version. Unresolved keys become -1. ``net_amount`` is silver's ``line_amount``, or
+    ``quantity * unit_price * (1 - discount)`` (discount is a fraction) when that is missing.
+    """
+    from pyspark.sql import Window
+
+    F = _F()
+    o = orders.select(
+        F.col("order_id").alias("_o_order_id"),
+        F.col("customer_id").alias("_o_customer_id"),
+        F.col("store_id").alias("_o_store_id"),
+        "order_ts",
+        F.coalesce(F.col("order_date"), F.to_date("order_ts")).alias("_o_date"),
+        "channel",
+    )
+    lines = items.join(o, items["order_id"] == o["_o_order_id"], "inner")
+    first = Window.partitionBy("customer_id")
+    cust = dim_customer.select(
+        F.col("customer_id").alias("_d_customer_id"),
+        F.col("customer_sk").alias("_d_customer_sk"),
+        F.when(F.col("effective_from") == F.min("effective_from").over(first), _ts(BEFORE_TIME))
+        .otherwise(F.col("effective_from"))
+        .alias("_d_from"),
+        F.coalesce(F.col("effective_to"), _ts(FAR_FUTURE)).alias("_d_to"),
+    )
+    lines = lines.join(
+        cust,
+        (lines["_o_customer_id"] == cust["_d_customer_id"])
+        & (lines["order_ts"] >= cust["_d_from"])
+        & (lines["order_ts"] < cust["_d_to"]),
+        "left",
+    )
+    prod = dim_product.select(F.col("product_id").alias("_p_id"), F.col("product_sk").alias("_p_sk"))
+    lines = lines.join(prod, lines["product_id"] == prod["_p_id"], "left")
+    store = dim_store.select(F.col("store_id").alias("_s_id"), F.col("store_sk").alias("_s_sk"))
+    lines = lines.join(store, lines["_o_store_id"] == store["_s_id"], "left")
+    unknown = F.lit(UNKNOWN_SK).cast("bigint")
+    computed = F.round(F.col("quantity") * F.col("unit_price") * (F.lit(1) - F.coalesce("discount", F.lit(0))), 2)
+    return lines.select(
+        F.col("order_item_id").cast("bigint"),
+        F.col("order_id").cast("bigint"),
+        date_key(F.col("_o_date")).alias("date_key"),
+        F.coalesce(F.col("_d_customer_sk"), unknown).alias("customer_sk"),
+        F.coalesce(F.col("_p_sk"), unknown).alias("product_sk"),
+        F.coalesce(F.col("_s_sk"), unknown).alias("store_sk"),
+        F.col("quantity").cast("bigint"),
+        F.col("unit_price").cast("decimal(12,2)"),
+        F.col("discount").cast("decimal(12,2)"),
+        F.coalesce(F.col("line_amount"), computed).cast("decimal(14,2)").alias("net_amount"),
+        "channel",
+        "order_ts",
+        F.lit(run_id).alias("_run_id"),
+    )
+
+
+def daily_sales_frame(fact: DataFrame, *, run_id: str = "") -> DataFrame:
+    """Daily sales per store from fact rows: orders, lines, units, net amount, distinct customers."""
+    F = _F()
+    return fact.groupBy("date_key", "store_sk").agg(
+        F.countDistinct("order_id").cast("bigint").alias("orders"),
+        F.count(F.lit(1)).cast("bigint").alias("order_lines"),
+        F.coalesce(F.sum("quantity"), F.lit(0)).cast("bigint").alias("units"),
+        F.coalesce(F.sum("net_amount"), F.lit(0)).cast("decimal(18,2)").alias("net_amount"),
+        F.countDistinct("customer_sk").cast("bigint").alias("customers"),
+        F.lit(run_id).alias("_run_id"),
+    )
+
+
+# ----------------------------------------------------------------------------- I/O helpers
+
+
+def _exists(full: str, settings: Settings) -> bool:
+    from retail_lakehouse import engine
+
+    if settings.is_local:
+        return (engine.table_dir(full, settings) / "_delta_log").is_dir()
+    return engine.get_spark(settings.env).catalog.tableExists(full)
+
+
+def _read(ref: str, settings: Settings) -> DataFrame:
+    """A registered table, or an empty frame of its schema when it does not exist yet."""
+    from retail_lakehouse import engine, writes
+    from retail_lakehouse.tables import registry
+
+    spark = engine.get_spark(settings.env)
+    tdef = registry().get(ref, settings=settings)
+    full = tdef.full_name(settings)
+    if not _exists(full, settings):
+        return spark.createDataFrame([], tdef.ddl())
+    writes.ensure_table(tdef, env=settings.env)  # registers it in this session if another one wrote it
+    return spark.table(full)
+
+
+def _max_text(df: DataFrame, column: str) -> str | None:
+    F = _F()
+    return df.select(F.date_format(F.max(column), "yyyy-MM-dd HH:mm:ss.SSSSSS").alias("m")).collect()[0][0]
+
+
+def _since(df: DataFrame, watermark: str | None, column: str = "_processed_at") -> DataFrame:
+    return df if watermark is None else df.filter(_F().col(column) > _ts(watermark))
+
+
+def _full(ref: str, settings: Settings) -> str:
+    from retail_lakehouse.tables import registry
+
+    return registry().get(ref, settings=settings).full_name(settings)
+
+
+def _keys_of(dates: Iterable[dt.date | None]) -> list[int]:
+    return sorted({int(d.strftime("%Y%m%d")) for d in dates if d is not None})
+
+
+def _partition_filter(keys: Sequence[int]) -> str:
+    """A replaceWhere predicate covering exactly `keys` (a range beyond _MAX_IN_LIST keys)."""
+    if len(keys) > _MAX_IN_LIST:
+        return f"date_key BETWEEN {min(keys)} AND {max(keys)}"
+    return f"date_key IN ({', '.join(str(k) for k in keys)})"
+
+
+def _date_range(start_date: str | dt.date | None, end_date: str | dt.date | None) -> tuple[dt.date, dt.date]:
+    def parse(name: str, value: str | dt.date | None) -> dt.date | None:
+        if value is None or isinstance(value, dt.date):
+            return value
+        try:
+            return dt.date.fromisoformat(str(value))
+        except ValueError:
+            raise ParameterError(name, f"{value!r} is not a date; use YYYY-MM-DD") from None
+
+    start, end = parse("start_date", start_date), parse("end_date", end_date)
+    if start is None and end is None:
+        raise ParameterError("start_date", "give start_date and/or end_date for a backfill")
+    start, end = start or end, end or start
+    assert start is not None and end is not None
+    if start > end:
+        raise ParameterError("start_date", f"start_date {start} is after end_date {end}")
+    return start, end
+
+
+def _pipeline(table: str) -> str:
+    return f"gold.{table}"
+
+
+# ----------------------------------------------------------------------------- dimensions
+
+
+def build_dim_date(run_id: str, *, env: str | None = None) -> BuildResult:
+    """Write the fixed calendar 2023-01-01..2026-12-31 once (rewritten only when its range differs).
+
+    Args:
+        run_id: the pipeline run.
+        env: environment.
+    """
+    from retail_lakehouse import engine, writes
+
+    F = _F()
+    settings = load_settings(env)
+    full = _full("gold.dim_date", settings)
+    frame = dim_date_frame(engine.get_spark(settings.env))
+    expected = ((CALENDAR[1] - CALENDAR[0]).days + 1, int(CALENDAR[0].strftime("%Y%m%d")),
+                int(CALENDAR[1].strftime("%Y%m%d")))
+    if _exists(full, settings):
+        row = _read("gold.dim_date", settings).agg(F.count(F.lit(1)), F.min("date_key"), F.max("date_key")).collect()[0]
+        if tuple(row) == expected:
+            return BuildResult(full, "skipped", details="calendar already complete")
+    writes.write_table(frame, "gold.dim_date", mode="overwrite", env=settings.env)
+    return BuildResult(full, "full", inserted=expected[0], details=f"run {run_id}")
+
+
+def build_dim_customer(run_id: str, *, env: str | None = None) -> BuildResult:
+    """SCD2 load of customers changed in silver since the watermark.
+
+    Args:
+        run_id: the pipeline run.
+        env: environment.
+
+    Returns:
+        Counts of new members (``inserted`` includes new versions), closed versions and type-1 updates.
+    """
+    from retail_lakehouse import writes
+    from retail_lakehouse.watermarks import get_watermark, set_watermark
+
+    F = _F()
+    settings = load_settings(env)
+    full = _full("gold.dim_customer", settings)
+    pipeline, source = _pipeline("dim_customer"), "silver.customers"
+    watermark = get_watermark(pipeline, source, env=settings.env)
+    incoming = _since(_read(source, settings), watermark)
+    new_mark = _max_text(incoming, "_processed_at")
+    if new_mark is None:
+        return BuildResult(full, "skipped", watermark=watermark, details="no silver changes since the watermark")
+    rows_read = incoming.count()
+    changes = scd2_changes(_read("gold.dim_customer", settings), customer_source(incoming), run_id=run_id)
+    # Materialize: the MERGE must not read the dimension it is rewriting through a lazy plan.
+    rows = changes.collect()
+    counts = {kind: sum(1 for r in rows if r["change_type"] == kind) for kind in
+              ("insert", "close", "new_version", "type1")}
+    if rows:
+        spark = changes.sparkSession
+        frame = spark.createDataFrame(rows, schema=changes.schema).drop("change_type")
+        writes.merge_into(frame, "gold.dim_customer", keys=["customer_sk"], env=settings.env)
+    set_watermark(pipeline, source, new_mark, run_id, env=settings.env)
+    del F
+    return BuildResult(
+        full,
+        "full" if watermark is None else "incremental",
+        rows_read=rows_read,
+        inserted=counts["insert"] + counts["new_version"],
+        updated=counts["type1"],
+        closed=counts["close"],
+        watermark=new_mark,
+        extra={"new_members": counts["insert"], "new_versions": counts["new_version"]},
+    )
+
+
+_PRODUCT_COLUMNS = ("product_id", "sku", "product_name", "category", "subcategory", "brand", "unit_price",
+                    "unit_cost", "is_active", "updated_at")
+_STORE_COLUMNS = ("store_id", "store_code", "store_name", "city", "state", "region", "store_type",
+                  "opened_date", "updated_at")
+
+
+def _build_scd1(run_id: str, table: str, source: str, columns: Sequence[str], key: str, sk_column: str,
+                prefix: str, env: str | None) -> BuildResult:
+    from retail_lakehouse import writes
+    from retail_lakehouse.watermarks import get_watermark, set_watermark
+
+    F = _F()
+    settings = load_settings(env)
+    full = _full(f"gold.{table}", settings)
+    pipeline = _pipeline(table)
+    watermark = get_watermark(pipeline, source, env=settings.env)
+    incoming = _since(_read(source, settings), watermark)
+    new_mark = _max_text(incoming, "_processed_at")
+    if new_mark is None:
+        return BuildResult(full, "skipped", watermark=watermark, details="no silver changes since the watermark")
+    frame = scd1_frame(incoming, columns=columns, key=key, sk_column=sk_column, sk_prefix=prefix, run_id=run_id)
+    existing = _read(f"gold.{table}", settings).select(F.col(key).alias("_k"))
+    stats = frame.join(existing, frame[key] == existing["_k"], "left").agg(
+        F.count(F.lit(1)).alias("n"), F.count("_k").alias("matched")
+    ).collect()[0]
+    writes.merge_into(frame, f"gold.{table}", keys=[sk_column], env=settings.env)
+    set_watermark(pipeline, source, new_mark, run_id, env=settings.env)
+    return BuildResult(
+        full,
+        "full" if watermark is None else "incremental",
+        rows_read=stats["n"],
+        inserted=stats["n"] - stats["matched"],
+        updated=stats["matched"],
+        watermark=new_mark,
+    )
+
+
+def build_dim_product(run_id: str, *, env: str | None = None) -> BuildResult:
+    """SCD1 MERGE of products changed in silver since the watermark (key ``xxhash64('product', id)``)."""
+    return _build_scd1(run_id, "dim_product", "silver.products", _PRODUCT_COLUMNS, "product_id", "product_sk",
+                       "product", env)
+
+
+def build_dim_store(run_id: str, *, env: str | None = None) -> BuildResult:
+    """SCD1 MERGE of stores changed in silver since the watermark (key ``xxhash64('store', id)``)."""
+    return _build_scd1(run_id, "dim_store", "silver.stores", _STORE_COLUMNS, "store_id", "store_sk", "store", env)
+
+
+# ----------------------------------------------------------------------------- facts
+
+
+def _touched_date_keys(settings: Settings, marks: dict[str, str | None]) -> list[int]:
+    """Order dates whose fact rows may differ from silver since the watermarks.
+
+    New or changed order lines and orders (late-arriving lines touch old dates); the old date of an order
+    that moved; orders of customers whose current version started at or before them (a version opened by
+    a late SCD2 change re-resolves later orders).
+    """
+    F = _F()
+    items = _read("silver.order_items", settings)
+    orders = _read("silver.orders", settings)
+    new_items = _since(items, marks["silver.order_items"])
+    new_orders = _since(orders, marks["silver.orders"])
+    dates = new_items.select(F.col("order_date").alias("d")).unionByName(
+        new_orders.select(F.col("order_date").alias("d"))
+    )
+    keys = set(_keys_of(r["d"] for r in dates.distinct().collect()))
+    touched_ids = new_items.select("order_id").unionByName(new_orders.select("order_id")).distinct()
+    fact = _read("gold.fact_sales", settings)
+    moved = fact.join(touched_ids, "order_id", "left_semi").select("date_key").distinct()
+    keys |= {int(r["date_key"]) for r in moved.collect() if r["date_key"] is not None}
+    customers = _since(_read("silver.customers", settings), marks["silver.customers"]).select("customer_id")
+    dim = _read("gold.dim_customer", settings).filter(F.col("is_current"))
+    versions = dim.join(customers, "customer_id", "left_semi").select(
+        F.col("customer_id").alias("_cid"), F.col("effective_from").alias("_from")
+    )
+    affected = orders.join(
+        versions, (orders["customer_id"] == versions["_cid"]) & (orders["order_ts"] >= versions["_from"]), "inner"
+    ).select("order_date").distinct()
+    keys |= set(_keys_of(r["order_date"] for r in affected.collect()))
+    return sorted(keys)
+
+
+def build_fact_sales(
+    run_id: str,
+    *,
+    start_date: str | dt.date | None = None,
+    end_date: str | dt.date | None = None,
+    env: str | None = None,
+) -> BuildResult:
+    """Rebuild the fact_sales partitions touched since the watermark, or a date range (backfill).
+
+    Without dates: the first run rebuilds the whole table; later runs rewrite exactly the order dates
+    with new or changed silver lines/orders (and dates whose customer keys a late SCD2 change moved), each
+    partition whole from silver, with `replaceWhere`. With `start_date`/`end_date`: that range is rebuilt
+    and the watermark is left alone. Build the dimensions first.
+
+    Args:
+        run_id: the pipeline run.
+        start_date: first order date to rebuild (backfill), ``YYYY-MM-DD``.
+        end_date: last order date to rebuild (inclusive); defaults to `start_date`.
+        env: environment.
+
+    Raises:
+        ParameterError: malformed or reversed dates.
+    """
+    from retail_lakehouse import writes
+    from retail_lakehouse.watermarks import get_watermark, set_watermark
+
+    F = _F()
+    settings = load_settings(env)
+    full = _full("gold.fact_sales", settings)
+    pipeline = _pipeline("fact_sales")
+    sources = ("silver.order_items", "silver.orders", "silver.customers")
+    items = _read("silver.order_items", settings)
+    orders = _read("silver.orders", settings)
+    frame = fact_sales_frame(
+        items,
+        orders,
+        _read("gold.dim_customer", settings),
+        _read("gold.dim_product", settings),
+        _read("gold.dim_store", settings),
+        run_id=run_id,
+    )
+    if start_date is not None or end_date is not None:
+        start, end = _date_range(start_date, end_date)
+        lo, hi = int(start.strftime("%Y%m%d")), int(end.strftime("%Y%m%d"))
+        predicate = f"date_key BETWEEN {lo} AND {hi}"
+        part = frame.filter(predicate)
+        written = part.count()
+        writes.write_table(part, "gold.fact_sales", mode="overwrite", replace_where=predicate, env=settings.env)
+        keys = tuple(int(d.strftime("%Y%m%d")) for d in _days(start, end))
+        return BuildResult(full, "backfill", rows_read=written, inserted=written, date_keys=keys)
+
+    marks = {s: get_watermark(pipeline, s, env=settings.env) for s in sources}
+    # Read the new marks first: rows landing during the build are simply read again next time.
+    new_marks = {s: _max_text(_read(s, settings), "_processed_at") for s in sources}
+    first_run = not _exists(full, settings) or all(marks[s] is None for s in sources[:2])
+    if first_run:
+        written = frame.count()
+        writes.write_table(frame, "gold.fact_sales", mode="overwrite", env=settings.env)
+        keys = tuple(r["date_key"] for r in frame.select("date_key").distinct().orderBy("date_key").collect())
+        mode = "full"
+    else:
+        keys = tuple(_touched_date_keys(settings, marks))
+        written = 0
+        if keys:
+            predicate = _partition_filter(keys)
+            part = frame.filter(predicate)
+            written = part.count()
+            writes.write_table(part, "gold.fact_sales", mode="overwrite", replace_where=predicate, env=settings.env)
+        mode = "incremental"
+    for s in sources:
+        if new_marks[s] is not None:
+            set_watermark(pipeline, s, new_marks[s], run_id, env=settings.env)
+    del F
+    return BuildResult(full, mode, rows_read=written, inserted=written, date_keys=keys,
+                       watermark=new_marks["silver.order_items"])
+
+
+def _days(start: dt.date, end: dt.date) -> list[dt.date]:
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def build_agg_daily_sales(
+    run_id: str,
+    *,
+    start_date: str | dt.date | None = None,
+    end_date: str | dt.date | None = None,
+    date_keys: Sequence[int] | None = None,
+    env: str | None = None,
+) -> BuildResult:
+    """Rebuild agg_daily_sales from fact_sales for the partitions the fact build rewrote.
+
+    Partitions: `start_date`..`end_date` when given; else `date_keys` (pass ``build_fact_sales(...).date_keys``);
+    else the dates of fact rows written by `run_id`; everything when the aggregate does not exist yet.
+
+    Args:
+        run_id: the pipeline run (also the run whose fact rows are aggregated by default).
+        start_date: first date to rebuild (backfill).
+        end_date: last date to rebuild (inclusive).
+        date_keys: yyyymmdd partitions to rebuild.
+        env: environment.
+    """
+    from retail_lakehouse import writes
+
+    F = _F()
+    settings = load_settings(env)
+    full = _full("gold.agg_daily_sales", settings)
+    fact = _read("gold.fact_sales", settings)
+    if start_date is not None or end_date is not None:
+        start, end = _date_range(start_date, end_date)
+        predicate = f"date_key BETWEEN {int(start.strftime('%Y%m%d'))} AND {int(end.strftime('%Y%m%d'))}"
+        keys: tuple[int, ...] = tuple(int(d.strftime("%Y%m%d")) for d in _days(start, end))
+        mode = "backfill"
+    elif not _exists(full, settings):
+        predicate, mode = None, "full"
+        keys = tuple(r["date_key"] for r in fact.select("date_key").distinct().orderBy("date_key").collect())
+    else:
+        if date_keys is None:
+            rows = fact.filter(F.col("_run_id") == run_id).select("date_key").distinct().collect()
+            date_keys = [r["date_key"] for r in rows]
+        keys = tuple(sorted({int(k) for k in date_keys}))
+        if not keys:
+            return BuildResult(full, "skipped", details=f"no fact partitions written by run {run_id}")
+        predicate, mode = _partition_filter(keys), "incremental"
+    agg = daily_sales_frame(fact.filter(predicate) if predicate else fact, run_id=run_id)
+    written = agg.count()
+    writes.write_table(agg, "gold.agg_daily_sales", mode="overwrite", replace_where=predicate, env=settings.env)
+    return BuildResult(full, mode, inserted=written, date_keys=keys)
