@@ -26,7 +26,14 @@ from retail_lakehouse.errors import ConfigError, JobNotFoundError
 
 __all__ = ["Bundle", "ClusterSpec", "JobSpec", "ScheduleSpec", "TaskSpec", "load_bundle"]
 
-RUN_IF = ("ALL_SUCCESS", "ALL_DONE", "NONE_FAILED", "AT_LEAST_ONE_SUCCESS", "ALL_FAILED", "AT_LEAST_ONE_FAILED")
+RUN_IF = (
+    "ALL_SUCCESS",
+    "ALL_DONE",
+    "NONE_FAILED",
+    "AT_LEAST_ONE_SUCCESS",
+    "ALL_FAILED",
+    "AT_LEAST_ONE_FAILED",
+)
 
 _REF = re.compile(r"\$\{([A-Za-z0-9_.\-]+)\}")
 _JOB_ID_REF = re.compile(r"^\$\{resources\.jobs\.([A-Za-z0-9_\-]+)\.id\}$")
@@ -257,7 +264,9 @@ def load_bundle(
         jobs[key] = _job(str(key), job_raw or {}, problems)
     _validate_chains(jobs, problems)
     if problems:
-        raise ConfigError(f"{path} (target {target or '-'}) has {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+        raise ConfigError(
+            f"{path} (target {target or '-'}) has {len(problems)} problem(s):\n  " + "\n  ".join(problems)
+        )
     resolved = {k: v for k, v in values.items() if v is not None}
     return Bundle(path=path, name=name, target=target, targets=tuple(targets), variables=resolved, jobs=jobs)
 
@@ -311,14 +320,18 @@ def _merge_keyed(base: list[Any], override: list[Any], key: str) -> list[Any]:
     return out
 
 
-def _variables(path: Path, declared: dict[str, Any], target_values: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+def _variables(
+    path: Path, declared: dict[str, Any], target_values: dict[str, Any], given: dict[str, Any]
+) -> dict[str, Any]:
     """Variable values; precedence as the CLI: given (--var) > BUNDLE_VAR_<name> > target > default."""
     values: dict[str, Any] = {}
     for name, spec in declared.items():
         values[name] = spec.get("default") if isinstance(spec, dict) else spec
     for name, value in target_values.items():
         if name not in declared:
-            raise ConfigError(f"{path}: target sets variable {name!r} that is not declared under `variables:`")
+            raise ConfigError(
+                f"{path}: target sets variable {name!r} that is not declared under `variables:`"
+            )
         values[name] = value.get("default") if isinstance(value, dict) else value
     for name in declared:
         if f"BUNDLE_VAR_{name}" in os.environ:
@@ -344,7 +357,9 @@ def _lookup_var(m: re.Match[str], values: dict[str, Any]) -> str:
     return m.group(0)
 
 
-def _substitute(node: Any, values: dict[str, Any], context: dict[str, str], problems: list[str], where: str) -> Any:
+def _substitute(
+    node: Any, values: dict[str, Any], context: dict[str, str], problems: list[str], where: str
+) -> Any:
     if isinstance(node, dict):
         return {k: _substitute(v, values, context, problems, f"{where}.{k}") for k, v in node.items()}
     if isinstance(node, list):
@@ -357,9 +372,13 @@ def _substitute(node: Any, values: dict[str, Any], context: dict[str, str], prob
         if ref.startswith("var."):
             name = ref[4:]
             if name not in values:
-                problems.append(f"{where}: unknown variable ${{{ref}}}; declared: {', '.join(values) or '(none)'}")
+                problems.append(
+                    f"{where}: unknown variable ${{{ref}}}; declared: {', '.join(values) or '(none)'}"
+                )
             elif values[name] is None:
-                problems.append(f"{where}: variable {name!r} has no value; set a default, a target value or --var")
+                problems.append(
+                    f"{where}: variable {name!r} has no value; set a default, a target value or --var"
+                )
             else:
                 return values[name]
             return m.group(0)
@@ -446,7 +465,9 @@ def _job(key: str, raw: dict[str, Any], problems: list[str]) -> JobSpec:
     )
 
 
-def _task(job: str, t: dict[str, Any], clusters: dict[str, ClusterSpec], problems: list[str]) -> TaskSpec | None:
+def _task(
+    job: str, t: dict[str, Any], clusters: dict[str, ClusterSpec], problems: list[str]
+) -> TaskSpec | None:
     task_key = str(t.get("task_key") or "")
     where = f"job {job!r}, task {task_key!r}"
     if not _TASK_KEY.match(task_key):

@@ -8,6 +8,7 @@ is used and every statement goes to Spark.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
@@ -27,13 +28,26 @@ if TYPE_CHECKING:
 _lock = threading.RLock()
 _server: Any = None
 _server_url: str | None = None
-_sessions: dict[tuple[str, str], SparkSession] = {}
+_sessions: dict[tuple[str, str, str], SparkSession] = {}
 _options = {"retention_check": True}
 
 _RETENTION_CHECK_KEY = "spark.databricks.delta.retentionDurationCheck.enabled"
 
 
 # ----------------------------------------------------------------------------- server and sessions
+
+
+def _spark_home() -> None:
+    """pyspark's connect client looks for SPARK_HOME when run from `python -c`; point it at the package."""
+    if "SPARK_HOME" not in os.environ:
+        import importlib.util
+
+        spec = importlib.util.find_spec("pyspark")
+        if spec and spec.origin:
+            os.environ["SPARK_HOME"] = str(Path(spec.origin).parent)
+
+
+_spark_home()
 
 
 def _sail_env(settings: Settings) -> None:
@@ -60,6 +74,7 @@ def start_local_server(settings: Settings | None = None) -> str:
 
             server = SparkConnectServer("127.0.0.1", 0)
             server.start(background=True)
+            atexit.register(stop_local_server)
             host, port = server.listening_address
             _server, _server_url = server, f"sc://{host}:{port}"
         os.environ["SPARK_REMOTE"] = _server_url
@@ -70,6 +85,11 @@ def stop_local_server() -> None:
     """Stop the embedded server if this process started it (sessions on it become unusable)."""
     global _server, _server_url
     with _lock:
+        for session in _sessions.values():
+            try:
+                session.stop()
+            except Exception:  # noqa: BLE001 - a session of a dead server cannot be closed
+                pass
         if _server is not None:
             _server.stop()
             if os.environ.get("SPARK_REMOTE") == _server_url:
@@ -92,7 +112,8 @@ def get_spark(env: str | None = None) -> SparkSession:
     if not settings.is_local:
         return _databricks_session(settings)
     remote = os.environ.get("SPARK_REMOTE") or start_local_server(settings)
-    key = (settings.env, remote)
+    # One session per warehouse too: a session's catalog maps names to one warehouse's folders.
+    key = (settings.env, remote, str(settings.warehouse))
     with _lock:
         spark = _sessions.get(key)
         if spark is not None:

@@ -232,6 +232,31 @@ def date_key(column: Column) -> Column:
     return _F().date_format(column, "yyyyMMdd").cast("int")
 
 
+def _customer_as_of(frame: DataFrame, dim_customer: DataFrame, *, customer_col: str,
+                    ts_col: str = "order_ts") -> DataFrame:
+    """`frame` plus ``_d_customer_sk``: the customer version valid at `ts_col` (NULL when none)."""
+    from pyspark.sql import Window
+
+    F = _F()
+    first = Window.partitionBy("customer_id")
+    cust = dim_customer.select(
+        F.col("customer_id").alias("_d_customer_id"),
+        F.col("customer_sk").alias("_d_customer_sk"),
+        F.when(F.col("effective_from") == F.min("effective_from").over(first), _ts(BEFORE_TIME))
+        .otherwise(F.col("effective_from"))
+        .alias("_d_from"),
+        F.coalesce(F.col("effective_to"), _ts(FAR_FUTURE)).alias("_d_to"),
+    )
+    joined = frame.join(
+        cust,
+        (frame[customer_col] == cust["_d_customer_id"])
+        & (frame[ts_col] >= cust["_d_from"])
+        & (frame[ts_col] < cust["_d_to"]),
+        "left",
+    )
+    return joined.drop("_d_customer_id", "_d_from", "_d_to")
+
+
 def fact_sales_frame(
     items: DataFrame,
     orders: DataFrame,
@@ -248,8 +273,6 @@ def fact_sales_frame(
     first version. Unresolved keys become -1. ``net_amount`` is silver's ``line_amount``, or
     ``quantity * unit_price * (1 - discount)`` (discount is a fraction) when that is missing.
     """
-    from pyspark.sql import Window
-
     F = _F()
     o = orders.select(
         F.col("order_id").alias("_o_order_id"),
@@ -260,22 +283,7 @@ def fact_sales_frame(
         "channel",
     )
     lines = items.join(o, items["order_id"] == o["_o_order_id"], "inner")
-    first = Window.partitionBy("customer_id")
-    cust = dim_customer.select(
-        F.col("customer_id").alias("_d_customer_id"),
-        F.col("customer_sk").alias("_d_customer_sk"),
-        F.when(F.col("effective_from") == F.min("effective_from").over(first), _ts(BEFORE_TIME))
-        .otherwise(F.col("effective_from"))
-        .alias("_d_from"),
-        F.coalesce(F.col("effective_to"), _ts(FAR_FUTURE)).alias("_d_to"),
-    )
-    lines = lines.join(
-        cust,
-        (lines["_o_customer_id"] == cust["_d_customer_id"])
-        & (lines["order_ts"] >= cust["_d_from"])
-        & (lines["order_ts"] < cust["_d_to"]),
-        "left",
-    )
+    lines = _customer_as_of(lines, dim_customer, customer_col="_o_customer_id")
     prod = dim_product.select(F.col("product_id").alias("_p_id"), F.col("product_sk").alias("_p_sk"))
     lines = lines.join(prod, lines["product_id"] == prod["_p_id"], "left")
     store = dim_store.select(F.col("store_id").alias("_s_id"), F.col("store_sk").alias("_s_sk"))
@@ -425,7 +433,6 @@ def build_dim_customer(run_id: str, *, env: str | None = None) -> BuildResult:
     from retail_lakehouse import writes
     from retail_lakehouse.watermarks import get_watermark, set_watermark
 
-    F = _F()
     settings = load_settings(env)
     full = _full("gold.dim_customer", settings)
     pipeline, source = _pipeline("dim_customer"), "silver.customers"
@@ -445,7 +452,6 @@ def build_dim_customer(run_id: str, *, env: str | None = None) -> BuildResult:
         frame = spark.createDataFrame(rows, schema=changes.schema).drop("change_type")
         writes.merge_into(frame, "gold.dim_customer", keys=["customer_sk"], env=settings.env)
     set_watermark(pipeline, source, new_mark, run_id, env=settings.env)
-    del F
     return BuildResult(
         full,
         "full" if watermark is None else "incremental",
@@ -529,15 +535,17 @@ def _touched_date_keys(settings: Settings, marks: dict[str, str | None]) -> list
     fact = _read("gold.fact_sales", settings)
     moved = fact.join(touched_ids, "order_id", "left_semi").select("date_key").distinct()
     keys |= {int(r["date_key"]) for r in moved.collect() if r["date_key"] is not None}
+    # Customers changed since the watermark: dates whose stored customer_sk is no longer the as-of version.
     customers = _since(_read("silver.customers", settings), marks["silver.customers"]).select("customer_id")
-    dim = _read("gold.dim_customer", settings).filter(F.col("is_current"))
-    versions = dim.join(customers, "customer_id", "left_semi").select(
-        F.col("customer_id").alias("_cid"), F.col("effective_from").alias("_from")
+    their_orders = orders.join(customers, "customer_id", "left_semi").select(
+        "order_id", "customer_id", "order_ts", "order_date"
     )
-    affected = orders.join(
-        versions, (orders["customer_id"] == versions["_cid"]) & (orders["order_ts"] >= versions["_from"]), "inner"
-    ).select("order_date").distinct()
-    keys |= set(_keys_of(r["order_date"] for r in affected.collect()))
+    resolved = _customer_as_of(their_orders, _read("gold.dim_customer", settings), customer_col="customer_id")
+    stored = fact.select(F.col("order_id").alias("_f_order_id"), F.col("customer_sk").alias("_f_sk")).distinct()
+    stale = resolved.join(stored, resolved["order_id"] == stored["_f_order_id"], "inner").filter(
+        F.coalesce(F.col("_d_customer_sk"), F.lit(UNKNOWN_SK)) != F.col("_f_sk")
+    )
+    keys |= set(_keys_of(r["order_date"] for r in stale.select("order_date").distinct().collect()))
     return sorted(keys)
 
 
@@ -567,7 +575,6 @@ def build_fact_sales(
     from retail_lakehouse import writes
     from retail_lakehouse.watermarks import get_watermark, set_watermark
 
-    F = _F()
     settings = load_settings(env)
     full = _full("gold.fact_sales", settings)
     pipeline = _pipeline("fact_sales")
@@ -613,7 +620,6 @@ def build_fact_sales(
     for s in sources:
         if new_marks[s] is not None:
             set_watermark(pipeline, s, new_marks[s], run_id, env=settings.env)
-    del F
     return BuildResult(full, mode, rows_read=written, inserted=written, date_keys=keys,
                        watermark=new_marks["silver.order_items"])
 

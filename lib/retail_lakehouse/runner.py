@@ -10,6 +10,7 @@ FAILED, UPSTREAM_FAILED (not run: an upstream task failed), EXCLUDED (run_if not
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -140,7 +141,9 @@ class JobRun:
         """
         runs = self.attempts(task_key)
         if not runs:
-            raise KeyError(f"run {self.run_id} has no task {task_key!r}; tasks: {sorted({t.task_key for t in self.tasks})}")
+            raise KeyError(
+                f"run {self.run_id} has no task {task_key!r}; tasks: {sorted({t.task_key for t in self.tasks})}"
+            )
         return runs[-1]
 
     @property
@@ -166,7 +169,9 @@ class JobRun:
         if skipped:
             lines.append(f"  not run: {', '.join(skipped)}")
         raise JobFailedError(
-            f"job {self.job} run {self.run_id} {self.state}:\n" + "\n".join(lines) + f"\n  run folder: {self.output_dir}",
+            f"job {self.job} run {self.run_id} {self.state}:\n"
+            + "\n".join(lines)
+            + f"\n  run folder: {self.output_dir}",
             run_id=self.run_id,
             failed_tasks=[t.task_key for t in failed],
         )
@@ -583,14 +588,24 @@ class _Execution:
         return _DYNAMIC.sub(one, value)
 
 
+@functools.lru_cache(maxsize=256)
+def _declared(path: str, mtime: float) -> frozenset[str]:  # noqa: ARG001 - mtime keys the cache
+    import papermill
+
+    return frozenset(papermill.inspect_notebook(path))
+
+
 def _execute(spec: TaskSpec, params: dict[str, str], output: Path) -> None:
     import papermill
 
     assert spec.notebook_path is not None
+    # As on Databricks, job parameters reach every task, but a notebook only reads the widgets it
+    # declares: pass only the parameters its `parameters` cell defines (no papermill warnings).
+    declared = _declared(str(spec.notebook_path), spec.notebook_path.stat().st_mtime)
     papermill.execute_notebook(
         str(spec.notebook_path),
         str(output),
-        parameters=params,
+        parameters={k: v for k, v in params.items() if k in declared},
         kernel_name="python3",
         # The kernel starts in the notebook's folder. Not papermill's `cwd=`: it chdirs the whole
         # process, which races between tasks running in parallel threads.
@@ -723,7 +738,9 @@ class _Recorder:
             recorded = _now()
             df = spark.createDataFrame([(*r, recorded) for r in rows], _JOB_RUNS_SCHEMA)
             writes.write_table(df, "monitoring.job_runs", mode="append", env=self.env)
-        except Exception as exc:
-            problem = f"could not record {len(rows)} row(s) in job_runs: {type(exc).__name__}: {str(exc)[:500]}"
+        except (Exception, SystemExit) as exc:  # pyspark may sys.exit() on import; keep the thread alive
+            problem = (
+                f"could not record {len(rows)} row(s) in job_runs: {type(exc).__name__}: {str(exc)[:500]}"
+            )
             log.warning(problem)
             self.problems.append(problem)

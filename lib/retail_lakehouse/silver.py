@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -98,7 +98,7 @@ def parse_rule_set(raw: dict[str, Any], origin: str) -> RuleSet:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def rule_set(table: str) -> RuleSet:
     """The packaged rule set of a silver table."""
     if table not in SILVER_TABLES:
@@ -121,7 +121,7 @@ def standardize(bronze: DataFrame, rules: RuleSet, lookups: dict[str, DataFrame]
     raw = F.struct(*[F.col(f"`{c}`") for c in bronze.columns]).alias("__raw")
     for spec in rules.lookups:
         ref = (lookups or {})[spec["table"]]
-        key = spec["on"]
+        key = spec["key"]
         picked = ref.select(F.col(key).alias(f"__lk_{key}"), *[F.col(src).alias(dst) for dst, src in spec["columns"].items()])
         df = df.join(picked.dropDuplicates([f"__lk_{key}"]), df[key] == picked[f"__lk_{key}"], "left")
     computed = {**rules.columns, **rules.check_columns}
