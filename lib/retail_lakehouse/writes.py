@@ -235,6 +235,21 @@ def write_table(
     return WriteResult(table=full, version=_version(full, settings), added_columns=tuple(extra))
 
 
+def _with_conflict_retry(action, attempts: int = 5) -> None:
+    """Run a Delta commit, retrying when a concurrent writer committed first (optimistic concurrency)."""
+    import random
+    import time
+
+    for attempt in range(1, attempts + 1):
+        try:
+            action()
+            return
+        except Exception as exc:
+            if "commit" not in str(exc).lower() or attempt == attempts:
+                raise
+            time.sleep(0.05 * 2**attempt + random.random() * 0.05)
+
+
 def merge_into(
     df: DataFrame,
     table: str | TableDef,
@@ -298,7 +313,7 @@ def merge_into(
         f"MERGE INTO {full} t USING {view} s ON {on} {matched}WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})"
     )
     try:
-        spark.sql(statement).collect()
+        _with_conflict_retry(lambda: spark.sql(statement).collect())
     except Exception as exc:
         raise SqlError(f"merge into {full} failed: {str(exc)[:800]}") from exc
     finally:
