@@ -33,3 +33,34 @@ def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
 
     engine.stop_local_server()
     shutil.rmtree(_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def isolated_home(tmp_path_factory):
+    """A module of its own: a fresh LAKEHOUSE_HOME and a fresh engine, restored afterwards."""
+    from retail_lakehouse import engine
+
+    mp = pytest.MonkeyPatch()
+    path = tmp_path_factory.mktemp("lakehouse")
+    engine.stop_local_server()
+    mp.setenv("LAKEHOUSE_HOME", str(path))
+    mp.delenv("SPARK_REMOTE", raising=False)
+    yield path
+    engine.stop_local_server()
+    mp.undo()
+
+
+def generate_sources(home: Path, *, days: int = 3, scale_factor: float = 0.05, **kwargs):
+    """Generate the source systems into a home laid out as params/local.yaml says."""
+    from retail_lakehouse.config import load_settings
+    from retail_lakehouse.generate import generate
+
+    settings = load_settings("local")
+    return generate(
+        home,
+        scale_factor=scale_factor,
+        days=days,
+        oltp_path=settings.sqlite_path(),
+        landing_dir=settings.local_path("landing"),
+        **kwargs,
+    )
