@@ -9,6 +9,7 @@ is used and every statement goes to Spark.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
 import shutil
@@ -86,10 +87,8 @@ def stop_local_server() -> None:
     global _server, _server_url
     with _lock:
         for session in _sessions.values():
-            try:
+            with contextlib.suppress(Exception):  # a session of a dead server cannot be closed
                 session.stop()
-            except Exception:  # noqa: BLE001 - a session of a dead server cannot be closed
-                pass
         if _server is not None:
             _server.stop()
             if os.environ.get("SPARK_REMOTE") == _server_url:
