@@ -82,7 +82,9 @@ class BuildResult:
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["date_keys"] = f"{len(self.date_keys)} partition(s)" if len(self.date_keys) > 10 else list(self.date_keys)
+        out["date_keys"] = (
+            f"{len(self.date_keys)} partition(s)" if len(self.date_keys) > 10 else list(self.date_keys)
+        )
         return out
 
 
@@ -168,8 +170,15 @@ def scd2_changes(
     def sk(start: Column) -> Column:
         return F.xxhash64(F.lit(sk_prefix), F.col(key), start)
 
-    def shape(frame: DataFrame, sk_col: Column, start: Column, end: Column, current_flag: bool,
-              values: dict[str, Column], change: str) -> DataFrame:
+    def shape(
+        frame: DataFrame,
+        sk_col: Column,
+        start: Column,
+        end: Column,
+        current_flag: bool,
+        values: dict[str, Column],
+        change: str,
+    ) -> DataFrame:
         return frame.select(
             sk_col.alias(sk_column),
             F.col(key),
@@ -185,16 +194,25 @@ def scd2_changes(
     no_end = F.lit(None).cast("timestamp")
     old = {c: F.col(f"_c_{c}") for c in tracked}
     inserts = shape(joined.filter(is_new), sk(first_start), first_start, no_end, True, {}, "insert")
-    closes = shape(joined.filter(versioned), F.col("_c_sk"), F.col("_c_from"), F.col("updated_at"), False,
-                   old, "close")
-    versions = shape(joined.filter(versioned), sk(F.col("updated_at")), F.col("updated_at"), no_end, True, {},
-                     "new_version")
+    closes = shape(
+        joined.filter(versioned), F.col("_c_sk"), F.col("_c_from"), F.col("updated_at"), False, old, "close"
+    )
+    versions = shape(
+        joined.filter(versioned),
+        sk(F.col("updated_at")),
+        F.col("updated_at"),
+        no_end,
+        True,
+        {},
+        "new_version",
+    )
     updates = shape(joined.filter(in_place), F.col("_c_sk"), F.col("_c_from"), no_end, True, old, "type1")
     return inserts.unionByName(closes).unionByName(versions).unionByName(updates)
 
 
-def scd1_frame(silver: DataFrame, *, columns: Sequence[str], key: str, sk_column: str, sk_prefix: str,
-               run_id: str) -> DataFrame:
+def scd1_frame(
+    silver: DataFrame, *, columns: Sequence[str], key: str, sk_column: str, sk_prefix: str, run_id: str
+) -> DataFrame:
     """Latest silver state as SCD1 dimension rows: ``sk = xxhash64(sk_prefix, key)`` plus `columns`."""
     F = _F()
     rest = [c for c in columns if c not in (sk_column, "_run_id")]
@@ -232,8 +250,9 @@ def date_key(column: Column) -> Column:
     return _F().date_format(column, "yyyyMMdd").cast("int")
 
 
-def _customer_as_of(frame: DataFrame, dim_customer: DataFrame, *, customer_col: str,
-                    ts_col: str = "order_ts") -> DataFrame:
+def _customer_as_of(
+    frame: DataFrame, dim_customer: DataFrame, *, customer_col: str, ts_col: str = "order_ts"
+) -> DataFrame:
     """`frame` plus ``_d_customer_sk``: the customer version valid at `ts_col` (NULL when none)."""
     from pyspark.sql import Window
 
@@ -289,7 +308,9 @@ def fact_sales_frame(
     store = dim_store.select(F.col("store_id").alias("_s_id"), F.col("store_sk").alias("_s_sk"))
     lines = lines.join(store, lines["_o_store_id"] == store["_s_id"], "left")
     unknown = F.lit(UNKNOWN_SK).cast("bigint")
-    computed = F.round(F.col("quantity") * F.col("unit_price") * (F.lit(1) - F.coalesce("discount", F.lit(0))), 2)
+    computed = F.round(
+        F.col("quantity") * F.col("unit_price") * (F.lit(1) - F.coalesce("discount", F.lit(0))), 2
+    )
     return lines.select(
         F.col("order_item_id").cast("bigint"),
         F.col("order_id").cast("bigint"),
@@ -410,10 +431,17 @@ def build_dim_date(run_id: str, *, env: str | None = None) -> BuildResult:
     settings = load_settings(env)
     full = _full("gold.dim_date", settings)
     frame = dim_date_frame(engine.get_spark(settings.env))
-    expected = ((CALENDAR[1] - CALENDAR[0]).days + 1, int(CALENDAR[0].strftime("%Y%m%d")),
-                int(CALENDAR[1].strftime("%Y%m%d")))
+    expected = (
+        (CALENDAR[1] - CALENDAR[0]).days + 1,
+        int(CALENDAR[0].strftime("%Y%m%d")),
+        int(CALENDAR[1].strftime("%Y%m%d")),
+    )
     if _exists(full, settings):
-        row = _read("gold.dim_date", settings).agg(F.count(F.lit(1)), F.min("date_key"), F.max("date_key")).collect()[0]
+        row = (
+            _read("gold.dim_date", settings)
+            .agg(F.count(F.lit(1)), F.min("date_key"), F.max("date_key"))
+            .collect()[0]
+        )
         if tuple(row) == expected:
             return BuildResult(full, "skipped", details="calendar already complete")
     writes.write_table(frame, "gold.dim_date", mode="overwrite", env=settings.env)
@@ -440,13 +468,17 @@ def build_dim_customer(run_id: str, *, env: str | None = None) -> BuildResult:
     incoming = _since(_read(source, settings), watermark)
     new_mark = _max_text(incoming, "_processed_at")
     if new_mark is None:
-        return BuildResult(full, "skipped", watermark=watermark, details="no silver changes since the watermark")
+        return BuildResult(
+            full, "skipped", watermark=watermark, details="no silver changes since the watermark"
+        )
     rows_read = incoming.count()
     changes = scd2_changes(_read("gold.dim_customer", settings), customer_source(incoming), run_id=run_id)
     # Materialize: the MERGE must not read the dimension it is rewriting through a lazy plan.
     rows = changes.collect()
-    counts = {kind: sum(1 for r in rows if r["change_type"] == kind) for kind in
-              ("insert", "close", "new_version", "type1")}
+    counts = {
+        kind: sum(1 for r in rows if r["change_type"] == kind)
+        for kind in ("insert", "close", "new_version", "type1")
+    }
     if rows:
         spark = changes.sparkSession
         frame = spark.createDataFrame(rows, schema=changes.schema).drop("change_type")
@@ -464,14 +496,41 @@ def build_dim_customer(run_id: str, *, env: str | None = None) -> BuildResult:
     )
 
 
-_PRODUCT_COLUMNS = ("product_id", "sku", "product_name", "category", "subcategory", "brand", "unit_price",
-                    "unit_cost", "is_active", "updated_at")
-_STORE_COLUMNS = ("store_id", "store_code", "store_name", "city", "state", "region", "store_type",
-                  "opened_date", "updated_at")
+_PRODUCT_COLUMNS = (
+    "product_id",
+    "sku",
+    "product_name",
+    "category",
+    "subcategory",
+    "brand",
+    "unit_price",
+    "unit_cost",
+    "is_active",
+    "updated_at",
+)
+_STORE_COLUMNS = (
+    "store_id",
+    "store_code",
+    "store_name",
+    "city",
+    "state",
+    "region",
+    "store_type",
+    "opened_date",
+    "updated_at",
+)
 
 
-def _build_scd1(run_id: str, table: str, source: str, columns: Sequence[str], key: str, sk_column: str,
-                prefix: str, env: str | None) -> BuildResult:
+def _build_scd1(
+    run_id: str,
+    table: str,
+    source: str,
+    columns: Sequence[str],
+    key: str,
+    sk_column: str,
+    prefix: str,
+    env: str | None,
+) -> BuildResult:
     from retail_lakehouse import writes
     from retail_lakehouse.watermarks import get_watermark, set_watermark
 
@@ -483,12 +542,18 @@ def _build_scd1(run_id: str, table: str, source: str, columns: Sequence[str], ke
     incoming = _since(_read(source, settings), watermark)
     new_mark = _max_text(incoming, "_processed_at")
     if new_mark is None:
-        return BuildResult(full, "skipped", watermark=watermark, details="no silver changes since the watermark")
-    frame = scd1_frame(incoming, columns=columns, key=key, sk_column=sk_column, sk_prefix=prefix, run_id=run_id)
+        return BuildResult(
+            full, "skipped", watermark=watermark, details="no silver changes since the watermark"
+        )
+    frame = scd1_frame(
+        incoming, columns=columns, key=key, sk_column=sk_column, sk_prefix=prefix, run_id=run_id
+    )
     existing = _read(f"gold.{table}", settings).select(F.col(key).alias("_k"))
-    stats = frame.join(existing, frame[key] == existing["_k"], "left").agg(
-        F.count(F.lit(1)).alias("n"), F.count("_k").alias("matched")
-    ).collect()[0]
+    stats = (
+        frame.join(existing, frame[key] == existing["_k"], "left")
+        .agg(F.count(F.lit(1)).alias("n"), F.count("_k").alias("matched"))
+        .collect()[0]
+    )
     writes.merge_into(frame, f"gold.{table}", keys=[sk_column], env=settings.env)
     set_watermark(pipeline, source, new_mark, run_id, env=settings.env)
     return BuildResult(
@@ -503,13 +568,16 @@ def _build_scd1(run_id: str, table: str, source: str, columns: Sequence[str], ke
 
 def build_dim_product(run_id: str, *, env: str | None = None) -> BuildResult:
     """SCD1 MERGE of products changed in silver since the watermark (key ``xxhash64('product', id)``)."""
-    return _build_scd1(run_id, "dim_product", "silver.products", _PRODUCT_COLUMNS, "product_id", "product_sk",
-                       "product", env)
+    return _build_scd1(
+        run_id, "dim_product", "silver.products", _PRODUCT_COLUMNS, "product_id", "product_sk", "product", env
+    )
 
 
 def build_dim_store(run_id: str, *, env: str | None = None) -> BuildResult:
     """SCD1 MERGE of stores changed in silver since the watermark (key ``xxhash64('store', id)``)."""
-    return _build_scd1(run_id, "dim_store", "silver.stores", _STORE_COLUMNS, "store_id", "store_sk", "store", env)
+    return _build_scd1(
+        run_id, "dim_store", "silver.stores", _STORE_COLUMNS, "store_id", "store_sk", "store", env
+    )
 
 
 # ----------------------------------------------------------------------------- facts
@@ -541,7 +609,9 @@ def _touched_date_keys(settings: Settings, marks: dict[str, str | None]) -> list
         "order_id", "customer_id", "order_ts", "order_date"
     )
     resolved = _customer_as_of(their_orders, _read("gold.dim_customer", settings), customer_col="customer_id")
-    stored = fact.select(F.col("order_id").alias("_f_order_id"), F.col("customer_sk").alias("_f_sk")).distinct()
+    stored = fact.select(
+        F.col("order_id").alias("_f_order_id"), F.col("customer_sk").alias("_f_sk")
+    ).distinct()
     stale = resolved.join(stored, resolved["order_id"] == stored["_f_order_id"], "inner").filter(
         F.coalesce(F.col("_d_customer_sk"), F.lit(UNKNOWN_SK)) != F.col("_f_sk")
     )
@@ -595,7 +665,9 @@ def build_fact_sales(
         predicate = f"date_key BETWEEN {lo} AND {hi}"
         part = frame.filter(predicate)
         written = part.count()
-        writes.write_table(part, "gold.fact_sales", mode="overwrite", replace_where=predicate, env=settings.env)
+        writes.write_table(
+            part, "gold.fact_sales", mode="overwrite", replace_where=predicate, env=settings.env
+        )
         keys = tuple(int(d.strftime("%Y%m%d")) for d in _days(start, end))
         return BuildResult(full, "backfill", rows_read=written, inserted=written, date_keys=keys)
 
@@ -615,13 +687,21 @@ def build_fact_sales(
             predicate = _partition_filter(keys)
             part = frame.filter(predicate)
             written = part.count()
-            writes.write_table(part, "gold.fact_sales", mode="overwrite", replace_where=predicate, env=settings.env)
+            writes.write_table(
+                part, "gold.fact_sales", mode="overwrite", replace_where=predicate, env=settings.env
+            )
         mode = "incremental"
     for s in sources:
         if new_marks[s] is not None:
             set_watermark(pipeline, s, new_marks[s], run_id, env=settings.env)
-    return BuildResult(full, mode, rows_read=written, inserted=written, date_keys=keys,
-                       watermark=new_marks["silver.order_items"])
+    return BuildResult(
+        full,
+        mode,
+        rows_read=written,
+        inserted=written,
+        date_keys=keys,
+        watermark=new_marks["silver.order_items"],
+    )
 
 
 def _days(start: dt.date, end: dt.date) -> list[dt.date]:
@@ -672,5 +752,7 @@ def build_agg_daily_sales(
         predicate, mode = _partition_filter(keys), "incremental"
     agg = daily_sales_frame(fact.filter(predicate) if predicate else fact, run_id=run_id)
     written = agg.count()
-    writes.write_table(agg, "gold.agg_daily_sales", mode="overwrite", replace_where=predicate, env=settings.env)
+    writes.write_table(
+        agg, "gold.agg_daily_sales", mode="overwrite", replace_where=predicate, env=settings.env
+    )
     return BuildResult(full, mode, inserted=written, date_keys=keys)

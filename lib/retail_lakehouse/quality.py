@@ -170,14 +170,18 @@ def _validate_check(kind: _Kind, arguments: Mapping[str, Any]) -> list[str]:
     problems = [f"missing argument {a!r}" for a in kind.required if a not in arguments]
     allowed = {*kind.required, *kind.optional, *COMMON_ARGUMENTS}
     problems += [
-        f"unknown argument {a!r} (allowed: {', '.join(sorted(allowed))})" for a in arguments if a not in allowed
+        f"unknown argument {a!r} (allowed: {', '.join(sorted(allowed))})"
+        for a in arguments
+        if a not in allowed
     ]
     if kind.validate and not problems:
         problems += kind.validate(arguments)
     return problems
 
 
-def parse_rule_sets(raw_sets: Sequence[tuple[str, Any]], settings: Settings | None = None) -> dict[str, list[CheckSpec]]:
+def parse_rule_sets(
+    raw_sets: Sequence[tuple[str, Any]], settings: Settings | None = None
+) -> dict[str, list[CheckSpec]]:
     """Validate rule sets and return table ref -> checks.
 
     Args:
@@ -225,7 +229,9 @@ def parse_rule_sets(raw_sets: Sequence[tuple[str, Any]], settings: Settings | No
                 seen.add(name)
             criticality = entry.get("criticality", "error")
             if criticality not in CRITICALITIES:
-                problems.append(f"{where}: criticality must be one of {', '.join(CRITICALITIES)}, not {criticality!r}")
+                problems.append(
+                    f"{where}: criticality must be one of {', '.join(CRITICALITIES)}, not {criticality!r}"
+                )
             arguments = entry.get("arguments") or {}
             if not isinstance(arguments, Mapping):
                 problems.append(f"{where}: `arguments` must be a mapping")
@@ -245,15 +251,20 @@ def parse_rule_sets(raw_sets: Sequence[tuple[str, Any]], settings: Settings | No
     return out
 
 
-def load_rule_sets(directory: str | Path | None = None, settings: Settings | None = None) -> dict[str, list[CheckSpec]]:
+def load_rule_sets(
+    directory: str | Path | None = None, settings: Settings | None = None
+) -> dict[str, list[CheckSpec]]:
     """Read and validate every ``*.yaml`` rule set (default: the packaged ``checks/`` folder).
 
     Raises:
         ConfigError: unreadable YAML or invalid rule sets (all problems at once).
     """
     if directory is None:
-        files = [(f.name, f.read_text()) for f in resources.files("retail_lakehouse").joinpath("checks").iterdir()
-                 if f.name.endswith(".yaml")]
+        files = [
+            (f.name, f.read_text())
+            for f in resources.files("retail_lakehouse").joinpath("checks").iterdir()
+            if f.name.endswith(".yaml")
+        ]
     else:
         files = [(p.name, p.read_text()) for p in Path(directory).glob("*.yaml")]
     raw_sets, problems = [], []
@@ -298,7 +309,9 @@ def _columns(arguments: Mapping[str, Any], key: str = "columns") -> list[str]:
 def _need_list(key: str) -> Callable[[Mapping[str, Any]], list[str]]:
     def check(arguments: Mapping[str, Any]) -> list[str]:
         value = arguments.get(key)
-        ok = isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(v, str) for v in value))
+        ok = isinstance(value, str) or (
+            isinstance(value, list) and value and all(isinstance(v, str) for v in value)
+        )
         return [] if ok else [f"{key!r} must be a column name or a non-empty list of column names"]
 
     return check
@@ -315,7 +328,9 @@ def _split_reference(value: str) -> tuple[str, str]:
     return f"{layer}.{table}", column
 
 
-@register("not_null", required=("columns",), optional=("max_violation_ratio",), validate=_need_list("columns"))
+@register(
+    "not_null", required=("columns",), optional=("max_violation_ratio",), validate=_need_list("columns")
+)
 def check_not_null(ctx: CheckContext, arguments: Mapping[str, Any]) -> CheckOutcome:
     """Rows with a NULL in any of `columns`."""
     F = _F()
@@ -323,9 +338,15 @@ def check_not_null(ctx: CheckContext, arguments: Mapping[str, Any]) -> CheckOutc
     any_null = F.lit(False)
     for c in cols:
         any_null = any_null | F.col(c).isNull()
-    row = ctx.df.agg(F.count(F.lit(1)).alias("n"), F.sum(F.when(any_null, 1).otherwise(0)).alias("bad")).collect()[0]
-    return _ratio_outcome(int(row["bad"] or 0), int(row["n"]), float(arguments.get("max_violation_ratio", 0)),
-                          f"have a NULL in {', '.join(cols)}")
+    row = ctx.df.agg(
+        F.count(F.lit(1)).alias("n"), F.sum(F.when(any_null, 1).otherwise(0)).alias("bad")
+    ).collect()[0]
+    return _ratio_outcome(
+        int(row["bad"] or 0),
+        int(row["n"]),
+        float(arguments.get("max_violation_ratio", 0)),
+        f"have a NULL in {', '.join(cols)}",
+    )
 
 
 @register("unique", required=("columns",), optional=("max_violation_ratio",), validate=_need_list("columns"))
@@ -338,8 +359,12 @@ def check_unique(ctx: CheckContext, arguments: Mapping[str, Any]) -> CheckOutcom
         F.coalesce(F.sum("count"), F.lit(0)).alias("n"),
         F.coalesce(F.sum(F.when(F.col("count") > 1, F.col("count") - 1).otherwise(0)), F.lit(0)).alias("bad"),
     ).collect()[0]
-    return _ratio_outcome(int(row["bad"]), int(row["n"]), float(arguments.get("max_violation_ratio", 0)),
-                          f"repeat a value of ({', '.join(cols)})")
+    return _ratio_outcome(
+        int(row["bad"]),
+        int(row["n"]),
+        float(arguments.get("max_violation_ratio", 0)),
+        f"repeat a value of ({', '.join(cols)})",
+    )
 
 
 def _ri_validate(arguments: Mapping[str, Any]) -> list[str]:
@@ -367,10 +392,17 @@ def check_referential_integrity(ctx: CheckContext, arguments: Mapping[str, Any])
     parents = ctx.read(ref_table).select(F.col(ref_column).alias("_v")).distinct()
     total = ctx.df.count()
     bad = values.join(parents, "_v", "left_anti").count()
-    note = f" (unknown member {unknown} allowed)" if unknown is not None and not arguments.get(
-        "unknown_is_violation", False) else ""
-    return _ratio_outcome(bad, total, float(arguments.get("max_violation_ratio", 0)),
-                          f"have a {column} not in {arguments['references']}{note}")
+    note = (
+        f" (unknown member {unknown} allowed)"
+        if unknown is not None and not arguments.get("unknown_is_violation", False)
+        else ""
+    )
+    return _ratio_outcome(
+        bad,
+        total,
+        float(arguments.get("max_violation_ratio", 0)),
+        f"have a {column} not in {arguments['references']}{note}",
+    )
 
 
 def _range_validate(arguments: Mapping[str, Any]) -> list[str]:
@@ -379,8 +411,12 @@ def _range_validate(arguments: Mapping[str, Any]) -> list[str]:
     return []
 
 
-@register("value_range", required=("column",), optional=("min", "max", "max_violation_ratio"),
-          validate=_range_validate)
+@register(
+    "value_range",
+    required=("column",),
+    optional=("min", "max", "max_violation_ratio"),
+    validate=_range_validate,
+)
 def check_value_range(ctx: CheckContext, arguments: Mapping[str, Any]) -> CheckOutcome:
     """Non-NULL values of `column` outside [`min`, `max`]."""
     F = _F()
@@ -390,29 +426,40 @@ def check_value_range(ctx: CheckContext, arguments: Mapping[str, Any]) -> CheckO
         outside = outside | (col < F.lit(arguments["min"]))
     if "max" in arguments:
         outside = outside | (col > F.lit(arguments["max"]))
-    row = ctx.df.agg(F.count(F.lit(1)).alias("n"),
-                     F.sum(F.when(col.isNotNull() & outside, 1).otherwise(0)).alias("bad")).collect()[0]
+    row = ctx.df.agg(
+        F.count(F.lit(1)).alias("n"), F.sum(F.when(col.isNotNull() & outside, 1).otherwise(0)).alias("bad")
+    ).collect()[0]
     bounds = f"[{arguments.get('min', '-inf')}, {arguments.get('max', '+inf')}]"
-    return _ratio_outcome(int(row["bad"] or 0), int(row["n"]), float(arguments.get("max_violation_ratio", 0)),
-                          f"have {arguments['column']} outside {bounds}")
+    return _ratio_outcome(
+        int(row["bad"] or 0),
+        int(row["n"]),
+        float(arguments.get("max_violation_ratio", 0)),
+        f"have {arguments['column']} outside {bounds}",
+    )
 
 
 def _max_timestamp(df: DataFrame, column: str) -> dt.datetime | None:
     F = _F()
     value = df.select(
-        F.date_format(F.max(F.expr(f"try_cast(`{column}` AS timestamp)")), "yyyy-MM-dd HH:mm:ss.SSSSSS").alias("m")
+        F.date_format(
+            F.max(F.expr(f"try_cast(`{column}` AS timestamp)")), "yyyy-MM-dd HH:mm:ss.SSSSSS"
+        ).alias("m")
     ).collect()[0]["m"]
     return dt.datetime.fromisoformat(value) if value else None
 
 
 def _freshness_validate(arguments: Mapping[str, Any]) -> list[str]:
-    problems = [] if "reference" not in arguments else _reference_problems(arguments["reference"], "reference")
+    problems = (
+        [] if "reference" not in arguments else _reference_problems(arguments["reference"], "reference")
+    )
     if not isinstance(arguments.get("max_lag_hours"), int | float):
         problems.append("'max_lag_hours' must be a number")
     return problems
 
 
-@register("freshness", required=("column", "max_lag_hours"), optional=("reference",), validate=_freshness_validate)
+@register(
+    "freshness", required=("column", "max_lag_hours"), optional=("reference",), validate=_freshness_validate
+)
 def check_freshness(ctx: CheckContext, arguments: Mapping[str, Any]) -> CheckOutcome:
     """Hours between the business date and the newest `column` value.
 
@@ -428,14 +475,22 @@ def check_freshness(ctx: CheckContext, arguments: Mapping[str, Any]) -> CheckOut
         ref_table, ref_column = _split_reference(arguments["reference"])
         as_of, basis = _max_timestamp(ctx.read(ref_table), ref_column), f"max({arguments['reference']})"
         if as_of is None:
-            return CheckOutcome(True, 0.0, limit, f"{arguments['reference']} has no rows: nothing to be fresh against")
+            return CheckOutcome(
+                True, 0.0, limit, f"{arguments['reference']} has no rows: nothing to be fresh against"
+            )
     else:
-        return CheckOutcome(False, None, limit, "no business date: pass business_date or set a `reference` argument")
+        return CheckOutcome(
+            False, None, limit, "no business date: pass business_date or set a `reference` argument"
+        )
     if newest is None:
         return CheckOutcome(False, None, limit, f"no {column} values; business date {as_of} ({basis})")
     lag = max((as_of - newest).total_seconds() / 3600, 0.0)
-    return CheckOutcome(lag <= limit, round(lag, 3), limit,
-                        f"newest {column} {newest} is {lag:.1f} h behind {as_of} ({basis}); limit {limit:g} h")
+    return CheckOutcome(
+        lag <= limit,
+        round(lag, 3),
+        limit,
+        f"newest {column} {newest} is {lag:.1f} h behind {as_of} ({basis}); limit {limit:g} h",
+    )
 
 
 def _reconciliation_validate(arguments: Mapping[str, Any]) -> list[str]:
@@ -465,27 +520,36 @@ def _latest_reconciliation(ctx: CheckContext) -> DataFrame:
 
 @register(
     "row_count_reconciliation",
-    optional=("source", "source_where", "exists_in", "tolerance_ratio", "from_monitoring"),
+    optional=("source", "source_where", "exists_in", "distinct", "tolerance_ratio", "from_monitoring"),
     validate=_reconciliation_validate,
 )
 def check_row_count_reconciliation(ctx: CheckContext, arguments: Mapping[str, Any]) -> CheckOutcome:
     """Row counts agree between layers.
 
     With ``source``: this table's rows vs the source's (``source_where`` filters it; ``exists_in``
-    keeps source rows whose ``column`` exists in ``references``), within ``tolerance_ratio``.
+    keeps source rows whose ``column`` exists in ``references``; ``distinct`` counts the source's distinct
+    combinations of those columns), within ``tolerance_ratio``.
     With ``from_monitoring: true``: the run's ``monitoring.reconciliation`` rows for this table are balanced.
     """
     F = _F()
     if arguments.get("from_monitoring"):
         rows = _latest_reconciliation(ctx).collect()
         if not rows:
-            return CheckOutcome(False, None, 0.0, "no monitoring.reconciliation rows for this table")
+            return CheckOutcome(
+                True, 0.0, 0.0, "no monitoring.reconciliation rows for this table: nothing to reconcile"
+            )
         unbalanced = [r for r in rows if not r["balanced"]]
         r = rows[0]
-        details = (f"run {r['run_id']}: bronze {r['bronze_rows']} = silver {r['silver_rows']} + quarantined "
-                   f"{r['quarantined_rows']} + duplicates {r['duplicates_removed']}")
-        return CheckOutcome(not unbalanced, float(len(unbalanced)), 0.0,
-                            ("balanced; " if not unbalanced else "NOT balanced; ") + details)
+        details = (
+            f"run {r['run_id']}: bronze {r['bronze_rows']} = silver {r['silver_rows']} + quarantined "
+            f"{r['quarantined_rows']} + duplicates {r['duplicates_removed']}"
+        )
+        return CheckOutcome(
+            not unbalanced,
+            float(len(unbalanced)),
+            0.0,
+            ("balanced; " if not unbalanced else "NOT balanced; ") + details,
+        )
     source = ctx.read(arguments["source"])
     if arguments.get("source_where"):
         source = source.filter(arguments["source_where"])
@@ -494,17 +558,25 @@ def check_row_count_reconciliation(ctx: CheckContext, arguments: Mapping[str, An
         ref_table, ref_column = _split_reference(spec["references"])
         parents = ctx.read(ref_table).select(F.col(ref_column).alias(spec["column"])).distinct()
         source = source.join(parents, spec["column"], "left_semi")
+    if arguments.get("distinct"):
+        source = source.select(*_columns(arguments, "distinct")).distinct()
     expected, actual = source.count(), ctx.df.count()
     diff = abs(actual - expected)
     ratio = _ratio(diff, expected) if expected else float(diff > 0)
     tolerance = float(arguments.get("tolerance_ratio", 0))
-    return CheckOutcome(ratio <= tolerance, ratio, tolerance,
-                        f"{actual} rows vs {expected} in {arguments['source']} (difference {diff}, {ratio:.2%})")
+    return CheckOutcome(
+        ratio <= tolerance,
+        ratio,
+        tolerance,
+        f"{actual} rows vs {expected} in {arguments['source']} (difference {diff}, {ratio:.2%})",
+    )
 
 
 def _quarantine_validate(arguments: Mapping[str, Any]) -> list[str]:
     value = arguments.get("max_ratio")
-    return [] if isinstance(value, int | float) and 0 <= value <= 1 else ["'max_ratio' must be a number in 0..1"]
+    return (
+        [] if isinstance(value, int | float) and 0 <= value <= 1 else ["'max_ratio' must be a number in 0..1"]
+    )
 
 
 @register("quarantine_rate", required=("max_ratio",), validate=_quarantine_validate)
@@ -512,15 +584,27 @@ def check_quarantine_rate(ctx: CheckContext, arguments: Mapping[str, Any]) -> Ch
     """Quarantined / bronze rows of the run (``monitoring.reconciliation``) at most ``max_ratio``."""
     F = _F()
     limit = float(arguments["max_ratio"])
-    row = _latest_reconciliation(ctx).agg(
-        F.sum("bronze_rows").alias("b"), F.sum("quarantined_rows").alias("q"), F.max("run_id").alias("run")
-    ).collect()[0]
+    row = (
+        _latest_reconciliation(ctx)
+        .agg(
+            F.sum("bronze_rows").alias("b"),
+            F.sum("quarantined_rows").alias("q"),
+            F.max("run_id").alias("run"),
+        )
+        .collect()[0]
+    )
     if row["run"] is None:
-        return CheckOutcome(True, 0.0, limit, "no monitoring.reconciliation rows for this table: nothing quarantined")
+        return CheckOutcome(
+            True, 0.0, limit, "no monitoring.reconciliation rows for this table: nothing quarantined"
+        )
     bronze, quarantined = int(row["b"] or 0), int(row["q"] or 0)
     ratio = _ratio(quarantined, bronze)
-    return CheckOutcome(ratio <= limit, round(ratio, 6), limit,
-                        f"run {row['run']}: {quarantined} of {bronze} bronze rows quarantined ({ratio:.2%})")
+    return CheckOutcome(
+        ratio <= limit,
+        round(ratio, 6),
+        limit,
+        f"run {row['run']}: {quarantined} of {bronze} bronze rows quarantined ({ratio:.2%})",
+    )
 
 
 # ----------------------------------------------------------------------------- running
@@ -536,12 +620,20 @@ def evaluate(spec: CheckSpec, ctx: CheckContext) -> CheckResult:
     """Run one check on its context; an exception becomes a failed result carrying its message."""
     kind = get_check(spec.check)
     if spec.arguments.get("where"):
-        ctx = CheckContext(ctx.table, ctx.df.filter(spec.arguments["where"]), ctx.run_id, ctx.business_date,
-                           ctx.read, ctx.full_name)
+        ctx = CheckContext(
+            ctx.table,
+            ctx.df.filter(spec.arguments["where"]),
+            ctx.run_id,
+            ctx.business_date,
+            ctx.read,
+            ctx.full_name,
+        )
     try:
         outcome = kind.function(ctx, spec.arguments)
     except Exception as exc:  # a broken check must not hide the others' results
-        outcome = CheckOutcome(False, None, None, f"check could not run: {type(exc).__name__}: {str(exc)[:500]}")
+        outcome = CheckOutcome(
+            False, None, None, f"check could not run: {type(exc).__name__}: {str(exc)[:500]}"
+        )
     where = f" [where {spec.arguments['where']}]" if spec.arguments.get("where") else ""
     return CheckResult(
         table_name=ctx.full_name(spec.table),
@@ -590,7 +682,9 @@ class QualityReport:
             CheckFailedError: names each failed check and its details.
         """
         if self.failed_errors:
-            lines = [f"{r.table_name}.{r.check_name} ({r.check_type}): {r.details}" for r in self.failed_errors]
+            lines = [
+                f"{r.table_name}.{r.check_name} ({r.check_type}): {r.details}" for r in self.failed_errors
+            ]
             raise CheckFailedError(
                 f"{len(lines)} error check(s) failed in run {self.run_id} (results are in "
                 "monitoring.quality_metrics; see the quality-failure runbook):\n  " + "\n  ".join(lines)
@@ -644,12 +738,16 @@ def run_checks(
     else:
         refs = []
         for name in tables:
+            # A short name means the table that has checks (`orders` -> silver.orders, not bronze.orders).
+            with_checks = [r for r in sets if r.split(".")[1] == name]
             try:
-                ref = registry().get(name, settings=settings).ref
+                ref = with_checks[0] if len(with_checks) == 1 else registry().get(name, settings=settings).ref
             except LakehouseError as exc:
                 raise ParameterError("tables", str(exc)) from None
             if ref not in sets:
-                raise ParameterError("tables", f"{ref} has no quality checks; tables with checks: {', '.join(sorted(sets))}")
+                raise ParameterError(
+                    "tables", f"{ref} has no quality checks; tables with checks: {', '.join(sorted(sets))}"
+                )
             refs.append(ref)
     spark = engine.get_spark(settings.env)
     cache: dict[str, DataFrame] = {}
@@ -661,11 +759,16 @@ def run_checks(
         if ref not in cache:
             tdef = registry().get(ref, settings=settings)
             full = tdef.full_name(settings)
-            if settings.is_local and not (engine.table_dir(full, settings) / "_delta_log").is_dir():
-                cache[ref] = spark.createDataFrame([], tdef.ddl())
-            else:
-                writes.ensure_table(tdef, env=settings.env)
+            exists = (
+                (engine.table_dir(full, settings) / "_delta_log").is_dir()
+                if settings.is_local
+                else spark.catalog.tableExists(full)
+            )
+            if exists:
+                writes.ensure_table(tdef, env=settings.env)  # registers a table another session created
                 cache[ref] = spark.table(full)
+            else:
+                cache[ref] = spark.createDataFrame([], tdef.ddl())
         return cache[ref]
 
     started = dt.datetime.now(dt.UTC)
@@ -674,8 +777,21 @@ def run_checks(
         ctx = CheckContext(ref, read(ref), run_id, as_of, read, full_name)
         report.results += [evaluate(spec, ctx) for spec in sets[ref]]
     if report.results:
-        rows = [(started, run_id, r.table_name, r.check_name, r.check_type, r.criticality, r.check_status,
-                 r.metric_value, r.threshold, r.details) for r in report.results]
+        rows = [
+            (
+                started,
+                run_id,
+                r.table_name,
+                r.check_name,
+                r.check_type,
+                r.criticality,
+                r.check_status,
+                r.metric_value,
+                r.threshold,
+                r.details,
+            )
+            for r in report.results
+        ]
         tdef = registry().get("monitoring.quality_metrics", settings=settings)
         writes.write_table(spark.createDataFrame(rows, tdef.ddl()), tdef, mode="append", env=settings.env)
     return report
@@ -683,4 +799,6 @@ def run_checks(
 
 def describe_rule_sets(rule_sets: Mapping[str, list[CheckSpec]]) -> str:
     """The rule sets as indented JSON, for notebooks and docs."""
-    return json.dumps({t: [c.__dict__ for c in checks] for t, checks in rule_sets.items()}, indent=2, default=str)
+    return json.dumps(
+        {t: [c.__dict__ for c in checks] for t, checks in rule_sets.items()}, indent=2, default=str
+    )

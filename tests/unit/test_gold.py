@@ -46,8 +46,22 @@ ITEMS = (
 
 
 def customer(cid, address, email, updated, processed, segment="consumer"):
-    return (cid, f"F{cid}", f"L{cid}", email, None, address, "Springfield", "IL", "62701", segment,
-            ts("2022-12-01 00:00:00"), ts(updated), "r", processed)
+    return (
+        cid,
+        f"F{cid}",
+        f"L{cid}",
+        email,
+        None,
+        address,
+        "Springfield",
+        "IL",
+        "62701",
+        segment,
+        ts("2022-12-01 00:00:00"),
+        ts(updated),
+        "r",
+        processed,
+    )
 
 
 def order(oid, cid, sid, when, processed):
@@ -57,7 +71,19 @@ def order(oid, cid, sid, when, processed):
 
 def item(iid, oid, pid, qty, price, when, processed, discount="0.10"):
     amount = (Decimal(qty) * Decimal(price) * (1 - Decimal(discount))).quantize(Decimal("0.01"))
-    return (iid, oid, pid, qty, Decimal(price), Decimal(discount), amount, ts(when).date(), ts(when), "r", processed)
+    return (
+        iid,
+        oid,
+        pid,
+        qty,
+        Decimal(price),
+        Decimal(discount),
+        amount,
+        ts(when).date(),
+        ts(when),
+        "r",
+        processed,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -112,13 +138,23 @@ def test_scd2_changes_pure(spark):
     incoming = spark.createDataFrame(
         [
             (1, "A A", "a@x", "9 Oak", *base, ts("2022-12-01 00:00:00"), ts("2024-03-01 00:00:00")),  # moved
-            (2, "B B", "new@x", "2 Main", *base, ts("2022-12-01 00:00:00"), ts("2024-03-01 00:00:00")),  # type 1
+            (
+                2,
+                "B B",
+                "new@x",
+                "2 Main",
+                *base,
+                ts("2022-12-01 00:00:00"),
+                ts("2024-03-01 00:00:00"),
+            ),  # type 1
             (3, "C C", "c@x", "3 Main", *base, ts("2022-12-01 00:00:00"), ts("2024-03-01 00:00:00")),  # same
             (4, "D D", "d@x", "4 Main", *base, ts("2022-12-01 00:00:00"), ts("2022-12-01 00:00:00")),  # new
         ],
         incoming_cols,
     )
-    changes = {(r.customer_id, r.change_type): r for r in gold.scd2_changes(current, incoming, run_id="r1").collect()}
+    changes = {
+        (r.customer_id, r.change_type): r for r in gold.scd2_changes(current, incoming, run_id="r1").collect()
+    }
     assert set(changes) == {(1, "close"), (1, "new_version"), (2, "type1"), (4, "insert")}
     closed = changes[(1, "close")]
     assert closed.customer_sk == 10 and closed.address == "1 Main" and not closed.is_current
@@ -133,7 +169,12 @@ def test_dim_date_frame_calendar(spark):
     rows = gold.dim_date_frame(spark, dt.date(2024, 3, 1), dt.date(2024, 3, 3)).collect()
     assert [r.date_key for r in rows] == [20240301, 20240302, 20240303]
     first = rows[0]
-    assert (first.day_name, first.month_name, first.quarter, first.is_weekend) == ("Friday", "March", 1, False)
+    assert (first.day_name, first.month_name, first.quarter, first.is_weekend) == (
+        "Friday",
+        "March",
+        1,
+        False,
+    )
     assert rows[1].is_weekend and rows[1].day_of_week == 7
 
 
@@ -143,24 +184,95 @@ def test_dim_date_frame_calendar(spark):
 @pytest.fixture(scope="module")
 def loaded(spark):
     """Run 1: silver as of T1, every gold table built from scratch."""
-    _write(spark, [customer(1, "1 Main", "a@x", "2022-12-01 00:00:00", T1),
-                   customer(2, "2 Main", "b@x", "2022-12-01 00:00:00", T1),
-                   customer(3, "3 Main", "c@x", "2022-12-01 00:00:00", T1)], CUSTOMERS, "silver.customers")
-    _write(spark, [(1, "SKU1", "Tea", "food", "drinks", "b", Decimal("2.00"), Decimal("1.00"), True,
-                    ts("2022-12-01 00:00:00"), ts("2022-12-01 00:00:00"), "r", T1),
-                   (2, "SKU2", "Cup", "home", "kitchen", "b", Decimal("5.00"), Decimal("2.00"), True,
-                    ts("2022-12-01 00:00:00"), ts("2022-12-01 00:00:00"), "r", T1)], PRODUCTS, "silver.products")
-    _write(spark, [(1, "S1", "Downtown", "Springfield", "IL", "midwest", "mall", dt.date(2020, 1, 1),
-                    ts("2022-12-01 00:00:00"), "r", T1)], STORES, "silver.stores")
-    _write(spark, [order(101, 1, 1, "2024-01-05 10:00:00", T1),   # c1 before the move
-                   order(102, 2, 1, "2024-01-06 11:00:00", T1),
-                   order(106, 1, 1, "2024-01-09 12:00:00", T1),   # c1 after the move, the move arrives late
-                   order(104, 99, 99, "2024-01-06 12:00:00", T1)],  # unknown customer and store
-           ORDERS, "silver.orders")
-    _write(spark, [item(1001, 101, 1, 2, "2.00", "2024-01-05 10:00:00", T1),
-                   item(1002, 102, 2, 1, "5.00", "2024-01-06 11:00:00", T1),
-                   item(1003, 104, 99, 3, "1.00", "2024-01-06 12:00:00", T1),   # unknown product
-                   item(1006, 106, 1, 1, "2.00", "2024-01-09 12:00:00", T1)], ITEMS, "silver.order_items")
+    _write(
+        spark,
+        [
+            customer(1, "1 Main", "a@x", "2022-12-01 00:00:00", T1),
+            customer(2, "2 Main", "b@x", "2022-12-01 00:00:00", T1),
+            customer(3, "3 Main", "c@x", "2022-12-01 00:00:00", T1),
+        ],
+        CUSTOMERS,
+        "silver.customers",
+    )
+    _write(
+        spark,
+        [
+            (
+                1,
+                "SKU1",
+                "Tea",
+                "food",
+                "drinks",
+                "b",
+                Decimal("2.00"),
+                Decimal("1.00"),
+                True,
+                ts("2022-12-01 00:00:00"),
+                ts("2022-12-01 00:00:00"),
+                "r",
+                T1,
+            ),
+            (
+                2,
+                "SKU2",
+                "Cup",
+                "home",
+                "kitchen",
+                "b",
+                Decimal("5.00"),
+                Decimal("2.00"),
+                True,
+                ts("2022-12-01 00:00:00"),
+                ts("2022-12-01 00:00:00"),
+                "r",
+                T1,
+            ),
+        ],
+        PRODUCTS,
+        "silver.products",
+    )
+    _write(
+        spark,
+        [
+            (
+                1,
+                "S1",
+                "Downtown",
+                "Springfield",
+                "IL",
+                "midwest",
+                "mall",
+                dt.date(2020, 1, 1),
+                ts("2022-12-01 00:00:00"),
+                "r",
+                T1,
+            )
+        ],
+        STORES,
+        "silver.stores",
+    )
+    _write(
+        spark,
+        [
+            order(101, 1, 1, "2024-01-05 10:00:00", T1),  # c1 before the move
+            order(102, 2, 1, "2024-01-06 11:00:00", T1),
+            order(106, 1, 1, "2024-01-09 12:00:00", T1),  # c1 after the move, the move arrives late
+            order(104, 99, 99, "2024-01-06 12:00:00", T1),
+        ],  # unknown customer and store
+        ORDERS,
+        "silver.orders",
+    )
+    _write(
+        spark,
+        [
+            item(1001, 101, 1, 2, "2.00", "2024-01-05 10:00:00", T1),
+            item(1002, 102, 2, 1, "5.00", "2024-01-06 11:00:00", T1),
+            item(1003, 104, 99, 3, "1.00", "2024-01-06 12:00:00", T1),  # unknown product
+            item(1006, 106, 1, 1, "2.00", "2024-01-09 12:00:00", T1),
+        ],
+        ITEMS,
+        "silver.order_items",
+    )
     results = {
         "dim_date": gold.build_dim_date("run1"),
         "dim_customer": gold.build_dim_customer("run1"),
@@ -176,16 +288,51 @@ def loaded(spark):
 def second_run(spark, loaded):
     """Run 2 at T2: c1 moved on 2024-01-08 (late), c2 changed email only, c3 re-sent unchanged,
     product 1 repriced, a late line for an old order and a new order after the move."""
-    _write(spark, [customer(1, "9 Oak", "a@x", "2024-01-08 00:00:00", T2),
-                   customer(2, "2 Main", "b2@x", "2024-01-07 00:00:00", T2),
-                   customer(3, "3 Main", "c@x", "2022-12-01 00:00:00", T2)], CUSTOMERS, "silver.customers", "merge")
-    _write(spark, [(1, "SKU1", "Tea", "food", "drinks", "b", Decimal("2.20"), Decimal("1.00"), True,
-                    ts("2022-12-01 00:00:00"), ts("2024-01-08 00:00:00"), "r", T2)], PRODUCTS, "silver.products",
-           "merge")
+    _write(
+        spark,
+        [
+            customer(1, "9 Oak", "a@x", "2024-01-08 00:00:00", T2),
+            customer(2, "2 Main", "b2@x", "2024-01-07 00:00:00", T2),
+            customer(3, "3 Main", "c@x", "2022-12-01 00:00:00", T2),
+        ],
+        CUSTOMERS,
+        "silver.customers",
+        "merge",
+    )
+    _write(
+        spark,
+        [
+            (
+                1,
+                "SKU1",
+                "Tea",
+                "food",
+                "drinks",
+                "b",
+                Decimal("2.20"),
+                Decimal("1.00"),
+                True,
+                ts("2022-12-01 00:00:00"),
+                ts("2024-01-08 00:00:00"),
+                "r",
+                T2,
+            )
+        ],
+        PRODUCTS,
+        "silver.products",
+        "merge",
+    )
     _write(spark, [order(107, 1, 1, "2024-01-10 09:00:00", T2)], ORDERS, "silver.orders", "merge")
-    _write(spark, [item(1007, 107, 2, 4, "5.00", "2024-01-10 09:00:00", T2),
-                   item(1008, 101, 2, 1, "5.00", "2024-01-05 10:00:00", T2)],  # late line of an old order
-           ITEMS, "silver.order_items", "merge")
+    _write(
+        spark,
+        [
+            item(1007, 107, 2, 4, "5.00", "2024-01-10 09:00:00", T2),
+            item(1008, 101, 2, 1, "5.00", "2024-01-05 10:00:00", T2),
+        ],  # late line of an old order
+        ITEMS,
+        "silver.order_items",
+        "merge",
+    )
     results = {
         "dim_customer": gold.build_dim_customer("run2"),
         "dim_product": gold.build_dim_product("run2"),
@@ -215,7 +362,12 @@ def test_unknown_keys_are_minus_one(loaded, spark):
 
 def test_scd2_invariants_after_changes(second_run, spark):
     result = second_run["dim_customer"]
-    assert (result.closed, result.updated, result.extra["new_versions"], result.extra["new_members"]) == (1, 1, 1, 0)
+    assert (result.closed, result.updated, result.extra["new_versions"], result.extra["new_members"]) == (
+        1,
+        1,
+        1,
+        0,
+    )
     dims = _rows(spark, "dim_customer", "customer_id,effective_from")
     current = Counter(r["customer_id"] for r in dims if r["is_current"])
     assert current == {1: 1, 2: 1, 3: 1}
@@ -250,7 +402,10 @@ def test_scd1_updates_in_place(second_run, spark):
 
 
 def test_fact_keys_resolved_as_of_order_time(second_run, spark):
-    dims = {(r["customer_id"], r["address"]): r["customer_sk"] for r in _rows(spark, "dim_customer", "customer_sk")}
+    dims = {
+        (r["customer_id"], r["address"]): r["customer_sk"]
+        for r in _rows(spark, "dim_customer", "customer_sk")
+    }
     fact = {r["order_item_id"]: r for r in _rows(spark, "fact_sales", "order_item_id")}
     old_sk, new_sk = dims[(1, "1 Main")], dims[(1, "9 Oak")]
     assert old_sk != new_sk
@@ -273,7 +428,9 @@ def test_incremental_fact_equals_full_rebuild(second_run, spark):
 def test_agg_matches_fact(second_run, spark):
     gold.build_agg_daily_sales("full", start_date="2024-01-01", end_date="2024-01-31")
     fact = _rows(spark, "fact_sales", "order_item_id")
-    expected = defaultdict(lambda: {"orders": set(), "order_lines": 0, "units": 0, "net": Decimal(0), "cust": set()})
+    expected = defaultdict(
+        lambda: {"orders": set(), "order_lines": 0, "units": 0, "net": Decimal(0), "cust": set()}
+    )
     for r in fact:
         e = expected[(r["date_key"], r["store_sk"])]
         e["orders"].add(r["order_id"])
@@ -286,7 +443,12 @@ def test_agg_matches_fact(second_run, spark):
     for k, e in expected.items():
         a = agg[k]
         assert (a["orders"], a["order_lines"], a["units"], a["net_amount"], a["customers"]) == (
-            len(e["orders"]), e["order_lines"], e["units"], e["net"], len(e["cust"]))
+            len(e["orders"]),
+            e["order_lines"],
+            e["units"],
+            e["net"],
+            len(e["cust"]),
+        )
 
 
 def test_incremental_agg_rebuilds_touched_dates(second_run, spark):
