@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from databricks.sdk.service import sql as dbsql
 
-from retail_lakehouse.local_workspace._common import LOCAL_USER, ApiError, invalid, not_found, now_ms, paginate
+from retail_lakehouse.local_workspace._common import (
+    LOCAL_USER,
+    ApiError,
+    invalid,
+    not_found,
+    now_ms,
+    paginate,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -371,12 +378,24 @@ def _columns(schema: Any) -> list[dict[str, Any]]:
             "name": f.name,
             "position": i,
             "type_name": _TYPE_NAMES.get(type(t).__name__, "USER_DEFINED_TYPE"),
-            "type_text": t.simpleString().upper(),
+            "type_text": type_text(t),
         }
         if type(t).__name__ == "DecimalType":
             info["type_precision"], info["type_scale"] = t.precision, t.scale
         cols.append(info)
     return cols
+
+
+def type_text(t: Any) -> str:
+    """Databricks' type text: `BIGINT`, `ARRAY<STRING>`, `STRUCT<a: INT>` (field names as they are)."""
+    kind = type(t).__name__
+    if kind == "ArrayType":
+        return f"ARRAY<{type_text(t.elementType)}>"
+    if kind == "MapType":
+        return f"MAP<{type_text(t.keyType)}, {type_text(t.valueType)}>"
+    if kind == "StructType":
+        return "STRUCT<" + ", ".join(f"{f.name}: {type_text(f.dataType)}" for f in t.fields) + ">"
+    return t.simpleString().upper()
 
 
 def json_rows(table: pa.Table) -> list[list[str | None]]:
