@@ -354,7 +354,9 @@ def check_unique(ctx: CheckContext, arguments: Mapping[str, Any]) -> CheckOutcom
     """Rows beyond the first of each duplicated `columns` combination."""
     F = _F()
     cols = _columns(arguments)
-    groups = ctx.df.groupBy(*cols).count()
+    # Aliased keys: Sail 0.7 fails a nested aggregate over a Delta partition column grouped by name
+    # ("Physical input schema should be the same as ... logical", nullability of the partition column).
+    groups = ctx.df.groupBy(*[F.col(c).alias(f"__key{i}") for i, c in enumerate(cols)]).count()
     row = groups.agg(
         F.coalesce(F.sum("count"), F.lit(0)).alias("n"),
         F.coalesce(F.sum(F.when(F.col("count") > 1, F.col("count") - 1).otherwise(0)), F.lit(0)).alias("bad"),

@@ -295,7 +295,14 @@ def merge_into(
         raise SchemaMismatchError(full, f"merge into {full}: the DataFrame lacks key column(s) {missing_keys}")
     conformed, extra = conform(df, full, table_columns, evolve_schema=evolve_schema)
     source_cols = [c for c in conformed.columns if c.lower() in {x.lower() for x in df.columns}]
-    dupes = conformed.groupBy(*keys).count().filter(F.col("count") > 1).limit(1).count()
+    # Aliased keys: see quality.check_unique (a Sail 0.7 bug with partition columns as group keys).
+    dupes = (
+        conformed.groupBy(*[F.col(k).alias(f"__key{i}") for i, k in enumerate(keys)])
+        .count()
+        .filter(F.col("count") > 1)
+        .limit(1)
+        .count()
+    )
     if dupes:
         raise SqlError(f"merge into {full}: the source has several rows for one key {keys}; deduplicate first")
     if extra:

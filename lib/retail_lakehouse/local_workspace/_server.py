@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import secrets
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -224,6 +226,11 @@ def _handler_class(ws: LocalWorkspace, routes: list[tuple[str, re.Pattern[str], 
                 raise ApiError(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed on {path}")
             raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} {path}'")
 
+        def setup(self) -> None:
+            super().setup()
+            with contextlib.suppress(OSError):  # small JSON answers: no Nagle/delayed-ACK stalls
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
         def _send(self, status: int, body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()
             try:
@@ -232,8 +239,8 @@ def _handler_class(ws: LocalWorkspace, routes: list[tuple[str, re.Pattern[str], 
                 self.send_header("Content-Length", str(len(data)))
                 if self.close_connection:
                     self.send_header("Connection", "close")
-                self.end_headers()
-                self.wfile.write(data)
+                self._headers_buffer.append(b"\r\n" + data)  # headers and body in one write
+                self.flush_headers()
             except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
                 self.close_connection = True  # the client went away: nothing to answer
 
