@@ -13,7 +13,7 @@ TABLE = "monitoring.ops_audit"
 def _audit(spark, ids):
     return spark.createDataFrame(
         [(f"a{i}", "local", "test", "restore", "gold.fact_sales", True, "ok") for i in ids],
-        "audit_id string, env string, actor string, operation string, target string, dry_run boolean, outcome string",
+        "audit_id string, env string, actor string, operation string, notebook string, dry_run boolean, outcome string",
     )
 
 
