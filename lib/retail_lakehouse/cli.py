@@ -87,6 +87,30 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_workspace(args: argparse.Namespace) -> int:
+    from retail_lakehouse.local_workspace import cli as ws
+
+    if args.action == "start":
+        return ws.cmd_start(args.port)
+    if args.action == "stop":
+        return ws.cmd_stop()
+    return ws.cmd_status()
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    from retail_lakehouse import drills
+
+    if args.list or not args.name:
+        for drill in drills.drills().values():
+            print(f"  {drill.name:<24} -> ops_notebooks/{drill.notebook}.ipynb  {drill.summary}")
+        return 0
+    result = drills.run(args.name)
+    print(f"drill {result.name}: {result.description}")
+    params = " ".join(f"-p {k} {v}" for k, v in result.parameters.items())
+    print(f"diagnose / fix it with:\n  papermill ops_notebooks/{result.notebook}.ipynb out.ipynb {params}")
+    return 0
+
+
 def _date(text: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)
@@ -123,6 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=7)
     p.add_argument("--increments", type=int, default=2)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("workspace", help="the local Databricks workspace (REST API on 127.0.0.1)")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    p.set_defaults(func=cmd_workspace)
+
+    p = sub.add_parser("drill", help="break the local lakehouse the way production breaks (incident drills)")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--list", action="store_true", help="list the drills")
+    p.set_defaults(func=cmd_drill)
 
     p = sub.add_parser("tables", help="list the table registry")
     p.add_argument("--env", default=None)
