@@ -253,7 +253,10 @@ def sql(statement: str, args: Mapping[str, Any] | None = None, *, env: str | Non
     if not statement or not statement.strip():
         raise SqlError("empty SQL statement; pass one statement such as 'SELECT 1'")
     from retail_lakehouse import delta_sql
+    from retail_lakehouse.local_workspace import _system_tables
 
+    # system.billing.usage & co. are served from the local run history, as the local workspace does.
+    statement = _system_tables.prepare(statement, env=settings.env)
     if m := _SET_RETENTION.match(statement):
         _options["retention_check"] = m.group("value").lower() == "true"
         return spark.createDataFrame([(_RETENTION_CHECK_KEY, m.group("value").lower())], "key string, value string")

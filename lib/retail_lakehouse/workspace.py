@@ -189,7 +189,10 @@ def _frame(columns: list[Any], rows: list[list[Any]]) -> pd.DataFrame:
         series = raw.iloc[:, i]
         kind = col.type_name.value if col.type_name else "STRING"
         if kind in ("LONG", "INT", "SHORT", "BYTE"):
-            out[col.name] = pd.array([None if v is None else int(v) for v in series], dtype="Int64")
+            if series.isna().any():  # exact for 64-bit values with nulls too (no float detour)
+                out[col.name] = pd.array([None if v is None else int(v) for v in series], dtype="Int64")
+            else:
+                out[col.name] = pd.to_numeric(series).astype("Int64")
         elif kind in ("DOUBLE", "FLOAT"):
             out[col.name] = pd.to_numeric(series, errors="coerce").astype("float64")
         elif kind == "DECIMAL":

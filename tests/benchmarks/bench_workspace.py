@@ -26,7 +26,7 @@ def main() -> None:
     from retail_lakehouse import engine, local_workspace
     from retail_lakehouse.workspace import connect, run_sql
 
-    ws = local_workspace.start()
+    local_workspace.start()
     w = connect("local")
     big = "SELECT id, id * 2 AS x FROM range(1000000)"
     engine.sql("SELECT 1").collect()  # warm up the engine and the session
