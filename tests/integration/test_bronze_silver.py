@@ -6,9 +6,9 @@ import datetime as dt
 import shutil
 
 import pytest
+
 from retail_lakehouse import engine, ingest, silver
 from retail_lakehouse.errors import ConfigError, ParameterError, SourceError
-
 from tests.conftest import generate_sources
 
 SILVER_ORDER = ("customers", "products", "stores", "orders", "order_items", "pos_transactions")

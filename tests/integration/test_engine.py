@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from retail_lakehouse import engine, writes
 from retail_lakehouse.errors import RetentionTooShortError, SqlError, TableNotFoundError, VersionNotFoundError
 

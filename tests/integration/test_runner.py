@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+
 from retail_lakehouse.bundle import load_bundle
 from retail_lakehouse.errors import ConfigError, JobFailedError, JobNotFoundError, ParameterError
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from pyspark.sql import functions as F
+
 from retail_lakehouse import engine, writes
 from retail_lakehouse.errors import SchemaMismatchError, SqlError
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from deltalake import DeltaTable, write_deltalake
+
 from retail_lakehouse.delta_sql import DeltaSqlOptions, bind_parameters, execute, is_delta_utility
 from retail_lakehouse.errors import (
     RetentionTooShortError,

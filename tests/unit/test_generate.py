@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from retail_lakehouse.errors import ParameterError
 from retail_lakehouse.generate import DEFECTS_FILE, DefectRates, GenerateResult, generate
 

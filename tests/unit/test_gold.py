@@ -7,6 +7,7 @@ from collections import Counter, defaultdict
 from decimal import Decimal
 
 import pytest
+
 from retail_lakehouse import engine, gold, watermarks, writes
 from retail_lakehouse.errors import ParameterError
 

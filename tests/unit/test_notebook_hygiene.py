@@ -7,6 +7,7 @@ from pathlib import Path
 import nbformat
 import papermill
 import pytest
+
 from retail_lakehouse.bundle import load_bundle
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,6 +6,7 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
+
 from retail_lakehouse import engine, quality, writes
 from retail_lakehouse.errors import CheckFailedError, ConfigError, ParameterError
 
