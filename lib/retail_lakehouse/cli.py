@@ -97,6 +97,12 @@ def cmd_workspace(args: argparse.Namespace) -> int:
     return ws.cmd_status()
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from retail_lakehouse.deploy import run_cli
+
+    return run_cli(args.env, args.dry_run, args.yes)
+
+
 def cmd_drill(args: argparse.Namespace) -> int:
     from retail_lakehouse import drills
 
@@ -152,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["start", "stop", "status"])
     p.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
     p.set_defaults(func=cmd_workspace)
+
+    p = sub.add_parser("deploy", help="upload notebooks and library, create or update the jobs of databricks.yml")
+    p.add_argument("--env", required=True, choices=["local", "dev", "qa", "prod"])
+    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    p.add_argument("--yes", action="store_true", help="confirm a deploy to qa or prod")
+    p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("drill", help="break the local lakehouse the way production breaks (incident drills)")
     p.add_argument("name", nargs="?")

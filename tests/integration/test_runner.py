@@ -19,23 +19,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """A fresh LAKEHOUSE_HOME and engine for this module (set before any engine state exists)."""
-    mp = pytest.MonkeyPatch()
-    path = tmp_path_factory.mktemp("lakehouse")
-    mp.setenv("LAKEHOUSE_HOME", str(path))
-    mp.setenv("LAKEHOUSE_ENV", "local")
-    from retail_lakehouse import engine
-
-    engine.stop_local_server()
-    mp.delenv("SPARK_REMOTE", raising=False)
-    yield path
-    # Close this process's sessions while the server is up: a session left open makes pyspark's
-    # exit hook retry against the stopped server for minutes.
-    for spark in list(engine._sessions.values()):
-        spark.stop()
-    engine.stop_local_server()
-    mp.undo()
+def home(isolated_home):
+    """A fresh LAKEHOUSE_HOME and engine for this module."""
+    return isolated_home
 
 
 @pytest.fixture(scope="module")

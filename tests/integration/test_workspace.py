@@ -35,23 +35,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
+def ws(isolated_home):
     """A local workspace on a fresh LAKEHOUSE_HOME, serving the test bundle, with 4-row chunks."""
-    mp = pytest.MonkeyPatch()
-    path = tmp_path_factory.mktemp("lakehouse")
-    mp.setenv("LAKEHOUSE_HOME", str(path))
-    mp.setenv("LAKEHOUSE_ENV", "local")
-    from retail_lakehouse import engine, local_workspace
+    from retail_lakehouse import local_workspace
 
-    engine.stop_local_server()
-    mp.delenv("SPARK_REMOTE", raising=False)
     workspace = local_workspace.start(bundle_path=BUNDLE, chunk_rows=4)
     yield workspace
     local_workspace.stop()
-    for spark in list(engine._sessions.values()):
-        spark.stop()
-    engine.stop_local_server()
-    mp.undo()
 
 
 @pytest.fixture(scope="module")
@@ -514,6 +504,8 @@ def test_only_engine_modules_import_sail_or_delta_rs():
     for path in sorted(LIB.rglob("*.py")):
         rel = path.relative_to(LIB)
         if str(rel) in ENGINE_MODULES or (len(rel.parts) == 1 and rel.name.startswith(("delta_sql", "_delta_sql"))):
+            continue
+        if rel.parts[0] == "drills":  # drills break the local storage on purpose; they never run remotely
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             names = []
