@@ -24,7 +24,7 @@ lint: setup
 
 test: setup lint
 	$(BIN)/python -m pytest
-	$(BIN)/python -m pytest --nbmake --nbmake-timeout=600 pipeline_notebooks
+	$(BIN)/python -m pytest --nbmake --nbmake-timeout=600 pipeline_notebooks ops_notebooks
 
 bench: setup
 	$(BIN)/python tests/benchmarks/run_all.py
