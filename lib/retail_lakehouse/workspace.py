@@ -178,6 +178,20 @@ def _param_value(value: Any) -> str | None:
     return str(value)
 
 
+def _integers(series: pd.Series) -> pd.api.extensions.ExtensionArray:
+    """Integer strings -> nullable Int64, parsed in C (numpy's str -> int64 cast): exact for 64-bit values."""
+    import numpy as np
+    import pandas as pd
+
+    values = series.to_numpy(dtype=object)
+    mask = pd.isna(values)
+    if mask.any():
+        values = values.copy()
+        values[mask] = "0"
+    parsed = values.astype(str).astype(np.int64) if len(values) else np.array([], dtype=np.int64)
+    return pd.arrays.IntegerArray(parsed, mask.astype(bool))
+
+
 def _frame(columns: list[Any], rows: list[list[Any]]) -> pd.DataFrame:
     """JSON_ARRAY rows -> pandas, each column typed from its Databricks type name."""
     import pandas as pd
@@ -189,10 +203,7 @@ def _frame(columns: list[Any], rows: list[list[Any]]) -> pd.DataFrame:
         series = raw.iloc[:, i]
         kind = col.type_name.value if col.type_name else "STRING"
         if kind in ("LONG", "INT", "SHORT", "BYTE"):
-            if series.isna().any():  # exact for 64-bit values with nulls too (no float detour)
-                out[col.name] = pd.array([None if v is None else int(v) for v in series], dtype="Int64")
-            else:
-                out[col.name] = pd.to_numeric(series).astype("Int64")
+            out[col.name] = _integers(series)
         elif kind in ("DOUBLE", "FLOAT"):
             out[col.name] = pd.to_numeric(series, errors="coerce").astype("float64")
         elif kind == "DECIMAL":
