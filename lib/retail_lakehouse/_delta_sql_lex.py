@@ -178,8 +178,8 @@ def sql_literal(value: object) -> str:
     if isinstance(value, dt.date):
         return f"DATE '{value.isoformat()}'"
     if isinstance(value, str):
-        # Spark SQL treats backslash as an escape character inside literals, so double it too.
-        return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+        # Spark SQL escapes with backslashes inside literals (a doubled quote would concatenate literals).
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
     raise SqlError(f"cannot bind a value of type {type(value).__name__}: use str, int, float, Decimal, "
                    "bool, None, date or datetime")
 

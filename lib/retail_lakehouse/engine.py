@@ -271,8 +271,18 @@ def sql(statement: str, args: Mapping[str, Any] | None = None, *, env: str | Non
     return _spark_sql(spark, settings, statement, args)
 
 
+_QUERY = re.compile(r"^\s*(\(\s*)*(SELECT|WITH|VALUES|FROM|TABLE|SHOW|DESCRIBE|DESC|EXPLAIN)\b", re.IGNORECASE)
+
+
 def _spark_sql(spark: SparkSession, settings: Settings, statement: str, args: Mapping[str, Any] | None) -> DataFrame:
     from pyspark.errors import PySparkException
+
+    if args and not _QUERY.match(statement):
+        # Sail 0.7 takes named parameters on queries only ("command with parameters" is refused):
+        # bind them here as checked literals / identifiers, as Databricks does server-side.
+        from retail_lakehouse import delta_sql
+
+        statement, args = delta_sql.bind_parameters(statement, args), None
 
     def run() -> DataFrame:
         df = spark.sql(statement, args=dict(args) if args else None)

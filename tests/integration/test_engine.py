@@ -107,3 +107,12 @@ def test_registry_tables_are_created_with_partitioning_and_properties():
     assert list(detail["partitionColumns"]) == ["order_date"]
     assert detail["properties"]["quality"] == "silver"
     assert detail["properties"]["delta.deletedFileRetentionDuration"] == "interval 7 days"
+
+
+def test_named_parameters_in_commands(versioned):
+    engine.sql(
+        "INSERT INTO IDENTIFIER(:t) VALUES (:id, :region, :amount)",
+        {"t": versioned, "id": 77, "region": "it's west", "amount": 7.5},
+    )
+    got = engine.sql("SELECT region, amount FROM IDENTIFIER(:t) WHERE id = :id", {"t": versioned, "id": 77}).collect()
+    assert [tuple(r) for r in got] == [("it's west", 7.5)]

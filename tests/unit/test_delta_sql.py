@@ -92,14 +92,14 @@ def test_bind_literals() -> None:
         "ts": dt.datetime(2024, 1, 2, 3, 4, 5), "day": dt.date(2024, 1, 2), "t": "cat.`my schema`.orders",
         "unused": 1,
     })
-    assert bound == ("SELECT 'it''s', 42, 1.5, 2.50, TRUE, NULL, TIMESTAMP '2024-01-02 03:04:05', "
+    assert bound == ("SELECT 'it\\'s', 42, 1.5, 2.50, TRUE, NULL, TIMESTAMP '2024-01-02 03:04:05', "
                      "DATE '2024-01-02', ':s', `:s`, x::int, raw:field -- :s\nFROM cat.`my schema`.orders")
 
 
 def test_bind_injection_stays_quoted() -> None:
     bound = bind_parameters("SHOW TBLPROPERTIES orders (:k)", {"k": "x'; DROP TABLE y"})
-    assert bound == "SHOW TBLPROPERTIES orders ('x''; DROP TABLE y')"
-    assert bind_parameters("SELECT :k", {"k": "a\\'; DROP"}) == "SELECT 'a\\\\''; DROP'"
+    assert bound == "SHOW TBLPROPERTIES orders ('x\\'; DROP TABLE y')"
+    assert bind_parameters("SELECT :k", {"k": "a\\'; DROP"}) == "SELECT 'a\\\\\\'; DROP'"
 
 
 @pytest.mark.parametrize("value", ["x; DROP TABLE y", "a.b c", "a..b", "1abc", "", "a.`b", 3])
