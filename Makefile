@@ -5,11 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export LAKEHOUSE_HOME ?= $(CURDIR)/.lakehouse
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean book
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
 	$(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode -e '.[dev]'
@@ -18,6 +19,10 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(BIN)/lakehouse demo
+	$(BIN)/lakehouse book
+
+book: setup
+	$(BIN)/lakehouse book
 
 lint: setup
 	$(BIN)/ruff check lib tests

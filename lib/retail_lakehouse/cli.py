@@ -103,6 +103,13 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return run_cli(args.env, args.dry_run, args.yes)
 
 
+def cmd_book(args: argparse.Namespace) -> int:
+    from retail_lakehouse.book import build_book
+
+    build_book(clean=args.clean)
+    return 0
+
+
 def cmd_drill(args: argparse.Namespace) -> int:
     from retail_lakehouse import drills
 
@@ -169,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("--list", action="store_true", help="list the drills")
     p.set_defaults(func=cmd_drill)
+
+    p = sub.add_parser("book", help="build the runbook site into _build/html (executed ops runs, offline charts)")
+    p.add_argument("--clean", action="store_true", help="re-execute every example run and rebuild every page")
+    p.set_defaults(func=cmd_book)
 
     p = sub.add_parser("tables", help="list the table registry")
     p.add_argument("--env", default=None)

@@ -1,0 +1,208 @@
+"""The pure parts of the site build: parameter tables, cache keys, outputs made renderable offline."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import nbformat
+import plotly.graph_objects as go
+import pytest
+
+from retail_lakehouse import _book_pages as pages
+from retail_lakehouse import _book_runs as runs
+from retail_lakehouse import book
+from retail_lakehouse.config import PROJECT_ROOT
+
+INSPECTED = {
+    "env": {
+        "name": "env",
+        "inferred_type_name": "str",
+        "default": '"local"',
+        "help": "environment: local, dev, qa or prod",
+    },
+    "table": {
+        "name": "table",
+        "inferred_type_name": "str",
+        "default": '"gold.fact_sales"',
+        "help": "table | to restore",
+    },
+    "dry_run": {"name": "dry_run", "inferred_type_name": "bool", "default": "True", "help": ""},
+}
+
+
+def test_params_table_escapes_and_lists_every_parameter():
+    table = pages.params_table(INSPECTED)
+    lines = table.strip().splitlines()
+    assert lines[0] == "| parameter | type | default | meaning |"
+    assert len(lines) == 2 + len(INSPECTED)
+    assert "table \\| to restore" in table
+    assert "| `dry_run` | bool | `True` | - |" in table
+
+
+def test_procedure_page_without_runs_says_so():
+    text = pages.procedure_page("restore", INSPECTED, [])
+    assert "no executed example yet" in text
+    assert "papermill ops_notebooks/restore.ipynb" in text and "-p env prod" in text
+    assert "-p table gold.fact_sales" in text and "dry_run False -p confirm True" in text
+
+
+def test_procedure_page_links_runs_and_uses_drill_parameters():
+    record = runs.RunRecord(
+        drill="bad_write",
+        notebook="restore",
+        key="k",
+        summary="a bad overwrite",
+        parameters={"env": "local", "table": "gold.fact_sales", "version": 3, "dry_run": False},
+    )
+    text = pages.procedure_page("restore", INSPECTED, [record])
+    assert "{doc}`drill bad_write </book/_generated/runs/restore--bad_write>`" in text
+    assert "lakehouse drill bad_write" in text
+    prod = re.search(r"papermill ops_notebooks/restore.ipynb runs/restore-.*\.ipynb (.*)", text).group(1)
+    assert prod == "-p env prod -p table gold.fact_sales -p version 3"
+
+
+def test_missing_notebook_page():
+    assert "not written yet" in pages.procedure_page("rebuild_from_source", None, [])
+
+
+def test_every_chapter_procedure_is_included_and_globbed():
+    toc = (PROJECT_ROOT / "_toc.yml").read_text()
+    for notebook, chapter in book.CHAPTERS.items():
+        text = (PROJECT_ROOT / "book" / f"{chapter}.md").read_text()
+        assert f"_generated/procedures/{notebook}.md" in text, (notebook, chapter)
+        assert f"book/_generated/runs/{notebook}--*" in toc, notebook
+
+
+def test_run_key_changes_with_notebook_library_and_drill(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "OPS_DIR", tmp_path)
+    (tmp_path / "restore.ipynb").write_text("{}")
+    key = runs.run_key("restore", "bad_write", "lib1")
+    assert key == runs.run_key("restore", "bad_write", "lib1")
+    assert key != runs.run_key("restore", "bad_write", "lib2")
+    assert key != runs.run_key("restore", "other_drill", "lib1")
+    (tmp_path / "restore.ipynb").write_text('{"changed": 1}')
+    assert key != runs.run_key("restore", "bad_write", "lib1")
+
+
+def test_library_hash_ignores_page_only_modules():
+    assert len(runs.library_hash()) == 64
+    assert "book.py" in runs._PAGE_ONLY and "_book_pages.py" in runs._PAGE_ONLY
+
+
+def _plotly_output() -> dict:
+    fig = go.Figure(go.Bar(x=[1, 2], y=[3, 4]))
+    return {
+        "output_type": "display_data",
+        "metadata": {},
+        "data": {"application/vnd.plotly.v1+json": json.loads(fig.to_json())},
+    }
+
+
+def test_plotly_json_becomes_an_offline_chart():
+    (out,) = runs.site_outputs([_plotly_output()])
+    html = out["data"]["text/html"]
+    assert "plotly-graph-div" in html and "Plotly.newPlot" in html
+    assert "application/vnd.plotly.v1+json" not in out["data"]
+    assert "http" not in re.sub(r'"[^"]*plotly[^"]*"', "", html.split("Plotly.newPlot")[0])
+
+
+def test_embedded_plotly_js_and_cdn_scripts_are_dropped():
+    bundle = {
+        "output_type": "display_data",
+        "metadata": {},
+        "data": {"text/html": "<script>/* plotly.js v3 */ window.Plotly = Plotly;</script>"},
+    }
+    cdn = {
+        "output_type": "display_data",
+        "metadata": {},
+        "data": {
+            "text/html": '<div><script src="https://cdnjs.cloudflare.com/mathjax.js"></script><div class="plotly-graph-div"></div></div>'
+        },
+    }
+    stream = {"output_type": "stream", "name": "stdout", "text": "hello"}
+    kept = runs.site_outputs([bundle, cdn, stream])
+    assert len(kept) == 2
+    assert "cdnjs" not in kept[0]["data"]["text/html"] and "plotly-graph-div" in kept[0]["data"]["text/html"]
+    assert kept[1] == stream
+
+
+def test_prepare_for_site_titles_the_run_and_demotes_headings():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Restore\n```\n# not a heading\n```\n## Verify"),
+        nbformat.v4.new_code_cell("fig", outputs=[nbformat.from_dict(_plotly_output())]),
+    ]
+    nb.metadata["widgets"] = {"state": {}}
+    record = runs.RunRecord(
+        drill="bad_write",
+        notebook="restore",
+        key="k",
+        description="bad overwrite",
+        parameters={"table": "gold.fact_sales"},
+    )
+    out = runs.prepare_for_site(nb, record)
+    assert out.cells[0].source.startswith("# Example run: `restore` on drill `bad_write`")
+    assert "papermill ops_notebooks/restore.ipynb out.ipynb -p table gold.fact_sales" in out.cells[0].source
+    assert out.cells[1].source == "## Restore\n```\n# not a heading\n```\n### Verify"
+    assert "text/html" in out.cells[2].outputs[0]["data"]
+    assert "widgets" not in out.metadata
+
+
+def test_command_line_quotes_what_the_shell_would_split():
+    assert runs.command_line("optimize", {"where": "date_key > 20231231"}) == (
+        "papermill ops_notebooks/optimize.ipynb out.ipynb -p where 'date_key > 20231231'"
+    )
+
+
+@pytest.mark.parametrize("name", ["restore", "unknown_notebook"])
+def test_run_stems(name):
+    stem = runs.run_stem(name, "d")
+    assert stem == (f"{name}--d" if name in book.CHAPTERS else f"other/{name}--d")
+
+
+def test_failed_drill_run_is_not_called_missing():
+    text = pages.procedure_page("restore", INSPECTED, [], ["bad_write"])
+    assert "failed in this build" in text and "no drill" not in text
+
+
+def test_execute_runs_the_drill_then_the_notebook(tmp_path, monkeypatch):
+    """The run stage end to end on a stand-in drill and notebook: papermill outputs made site-ready."""
+    from retail_lakehouse import drills
+
+    ops, out = tmp_path / "ops", tmp_path / "runs"
+    ops.mkdir()
+    monkeypatch.setattr(runs, "OPS_DIR", ops)
+    monkeypatch.setattr(runs, "RUNS_DIR", out)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Stand-in procedure"),
+        nbformat.v4.new_code_cell(
+            'env = "local"  # environment\nbars = 1  # how many bars', metadata={"tags": ["parameters"]}
+        ),
+        nbformat.v4.new_code_cell(
+            "import plotly.express as px\npx.bar(x=list(range(bars)), y=list(range(bars)))"
+        ),
+    ]
+    nbformat.write(nb, ops / "stand_in.ipynb")
+    broken = []
+
+    def drill() -> drills.DrillResult:
+        broken.append(True)
+        return drills.DrillResult("fake", "stand_in", "broke it", {"env": "local", "bars": 3})
+
+    monkeypatch.setattr(drills, "_load_all", lambda: None)
+    monkeypatch.setitem(
+        drills._DRILLS, "fake", drills.Drill("fake", "stand_in", "a stand-in incident", drill)
+    )
+
+    record = runs._execute("stand_in", "fake", "key-1")
+    assert broken and record.parameters == {"env": "local", "bars": 3} and record.key == "key-1"
+    assert record.stem == "other/stand_in--fake"
+    assert runs.load_record(record.stem) == record
+    executed = nbformat.read(out / f"{record.stem}.ipynb", as_version=4)
+    assert executed.cells[0].source.startswith("# Example run: `stand_in` on drill `fake`")
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+    chart = executed.cells[-1].outputs[0]["data"]
+    assert "plotly-graph-div" in chart["text/html"] and "application/vnd.plotly.v1+json" not in chart
