@@ -1,0 +1,165 @@
+"""Data freshness: every table's last update against its SLA (`ops/freshness_sla.yaml`).
+
+Two clocks are judged. The last commit time (`DESCRIBE HISTORY`) against `max_hours_since_commit`
+catches a pipeline that stopped writing. The newest business date in the data against the reference
+business date (the `as_of` parameter, else the newest business date any table reached) catches a
+source that stopped sending: the pipeline still commits, but the data stands still.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import yaml
+
+from retail_lakehouse.errors import ConfigError, TableNotFoundError
+from retail_lakehouse.ops import _delta
+from retail_lakehouse.ops._delta import TableRef
+from retail_lakehouse.tables import registry
+
+if TYPE_CHECKING:
+    from databricks.sdk import WorkspaceClient
+
+COLUMNS = [
+    "table", "full_name", "last_commit", "hours_since_commit", "max_hours_since_commit", "business_date",
+    "business_lag_days", "max_business_lag_days", "status", "reason",
+]
+
+
+@dataclass(frozen=True)
+class Sla:
+    """A table's freshness SLA."""
+
+    table: str
+    max_hours_since_commit: float
+    business_date: str | None = None
+    max_business_lag_days: int = 1
+
+
+@cache
+def slas() -> tuple[Sla, ...]:
+    """The declared SLAs, checked against the registry (every problem reported at once).
+
+    Raises:
+        ConfigError: unknown tables or malformed values in freshness_sla.yaml.
+    """
+    raw = yaml.safe_load(resources.files("retail_lakehouse").joinpath("ops/freshness_sla.yaml").read_text()) or {}
+    defaults = raw.get("defaults") or {}
+    out, problems = [], []
+    for name, spec in (raw.get("tables") or {}).items():
+        spec = {**defaults, **(spec or {})}
+        try:
+            registry().get(str(name))
+        except TableNotFoundError as exc:
+            problems.append(f"{name}: {exc}")
+            continue
+        try:
+            out.append(
+                Sla(
+                    table=str(name),
+                    max_hours_since_commit=float(spec["max_hours_since_commit"]),
+                    business_date=spec.get("business_date"),
+                    max_business_lag_days=int(spec.get("max_business_lag_days", 1)),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            problems.append(f"{name}: {exc!r}")
+    if problems:
+        raise ConfigError("ops/freshness_sla.yaml has problems:\n  " + "\n  ".join(problems))
+    return tuple(out)
+
+
+def observe(w: WorkspaceClient, env: str, sla_list: tuple[Sla, ...] | None = None) -> pd.DataFrame:
+    """Per table: last commit time and newest business date (missing tables have NaT/None)."""
+    rows: list[dict[str, Any]] = []
+    for sla in sla_list or slas():
+        ref = TableRef.of(registry().get(sla.table), env)
+        row: dict[str, Any] = {"table": sla.table, "full_name": ref.full, "last_commit": pd.NaT, "business_date": None}
+        if _delta.exists(w, ref):
+            hist = _delta.history(w, ref, limit=1)
+            row["last_commit"] = pd.Timestamp(hist["timestamp"].iloc[0])
+            if sla.business_date:
+                frame = _delta.sql(w, f"SELECT max({sla.business_date}) AS d FROM {ref.full}", env=env)
+                value = frame["d"].iloc[0]
+                row["business_date"] = None if pd.isna(value) else pd.Timestamp(value).date()
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["table", "full_name", "last_commit", "business_date"])
+
+
+def judge(
+    observed: pd.DataFrame,
+    *,
+    now: dt.datetime,
+    as_of: dt.date | None = None,
+    sla_list: tuple[Sla, ...] | None = None,
+) -> pd.DataFrame:
+    """Judge observations against the SLAs (pure).
+
+    Args:
+        observed: output of `observe` (table, full_name, last_commit, business_date).
+        now: the wall clock (UTC) for the commit-age check.
+        as_of: the business date the data should have reached; default the newest business date of
+            any table.
+        sla_list: SLAs (default: the declared ones).
+
+    Returns:
+        One row per table with COLUMNS; `status` is FRESH, STALE or MISSING, `reason` says why.
+    """
+    by_table = {s.table: s for s in sla_list or slas()}
+    dates = [d for d in observed["business_date"] if d is not None and not pd.isna(d)]
+    reference = as_of or (max(dates) if dates else None)
+    now_ts = pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
+    out = []
+    for _, row in observed.iterrows():
+        sla = by_table[row["table"]]
+        last = row["last_commit"]
+        result = {
+            "table": row["table"],
+            "full_name": row["full_name"],
+            "last_commit": last,
+            "hours_since_commit": None,
+            "max_hours_since_commit": sla.max_hours_since_commit,
+            "business_date": row["business_date"],
+            "business_lag_days": None,
+            "max_business_lag_days": sla.max_business_lag_days if sla.business_date else None,
+        }
+        reasons = []
+        if pd.isna(last):
+            result.update(status="MISSING", reason="the table does not exist")
+            out.append(result)
+            continue
+        hours = (now_ts - pd.Timestamp(last)).total_seconds() / 3600
+        result["hours_since_commit"] = round(hours, 2)
+        if hours > sla.max_hours_since_commit:
+            reasons.append(f"last written {hours:.1f} h ago (SLA {sla.max_hours_since_commit:g} h)")
+        if sla.business_date and reference is not None:
+            bdate = row["business_date"]
+            if bdate is None or pd.isna(bdate):
+                reasons.append("no business date in the data")
+            else:
+                lag = (reference - bdate).days
+                result["business_lag_days"] = lag
+                if lag > sla.max_business_lag_days:
+                    reasons.append(
+                        f"newest business date {bdate} is {lag} days behind {reference} "
+                        f"(SLA {sla.max_business_lag_days} days): its source has not sent newer data"
+                    )
+        result.update(status="STALE" if reasons else "FRESH", reason="; ".join(reasons) or "within SLA")
+        out.append(result)
+    return pd.DataFrame(out, columns=COLUMNS)
+
+
+def check(w: WorkspaceClient, env: str, *, as_of: dt.date | None = None, now: dt.datetime | None = None) -> pd.DataFrame:
+    """Observe and judge every table with an SLA."""
+    observed = observe(w, env)
+    return judge(observed, now=now or dt.datetime.now(dt.UTC), as_of=as_of)
+
+
+def stale(report: pd.DataFrame) -> list[str]:
+    """Tables not FRESH."""
+    return sorted(report.loc[report["status"] != "FRESH", "table"])

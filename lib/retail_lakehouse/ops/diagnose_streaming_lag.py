@@ -1,0 +1,263 @@
+"""Diagnose a stream falling behind, from its micro-batch progress rows.
+
+Progress rows (`<env>_monitoring.stream_progress`, Spark StreamingQueryProgress field names) give,
+per micro-batch, input and processing rates, batch duration and trigger interval, and the backlog
+(files, bytes and rows outstanding). A stream lags when the backlog grows batch after batch: either
+each batch is capped too low (`maxFilesPerTrigger` / `maxOffsetsPerTrigger`) while files arrive
+faster, or batches take longer than the trigger interval (the cluster is too small). The checkpoint
+is healthy when batch ids increase by one within a run and the stream id stays the same.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from retail_lakehouse.ops import cluster_sizing
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from databricks.sdk import WorkspaceClient
+
+__all__ = ["LagDiagnosis", "analyze", "checkpoint_health", "diagnose", "load_progress", "recommend"]
+
+PROGRESS_COLUMNS = [
+    "id", "runId", "name", "timestamp", "batchId", "numInputRows", "inputRowsPerSecond", "processedRowsPerSecond",
+    "batchDuration", "triggerInterval", "numFilesOutstanding", "numBytesOutstanding", "numRowsBehind", "sources",
+]
+
+
+def load_progress(w: WorkspaceClient, stream: str, *, env: str, limit: int = 500) -> pd.DataFrame:
+    """The stream's latest progress rows (oldest first); empty when the table has none yet."""
+    from retail_lakehouse.config import load_settings
+    from retail_lakehouse.errors import SqlError
+    from retail_lakehouse.tables import registry
+    from retail_lakehouse.workspace import run_sql
+
+    full = registry().get("stream_progress", layer="monitoring").full_name(load_settings(env))
+    try:
+        frame = run_sql(
+            w,
+            f"SELECT * FROM {full} WHERE name = :name ORDER BY timestamp DESC, batchId DESC LIMIT {int(limit)}",
+            {"name": stream},
+            env=env,
+        )
+    except SqlError as exc:
+        if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
+            import pandas as pd
+
+            return pd.DataFrame(columns=PROGRESS_COLUMNS)
+        raise
+    return frame.sort_values(["timestamp", "batchId"], ignore_index=True)
+
+
+def _slope(values: list[float]) -> float:
+    """Least-squares slope per batch (0 for fewer than two points)."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean_x, mean_y = (n - 1) / 2, sum(values) / n
+    num = sum((i - mean_x) * (v - mean_y) for i, v in enumerate(values))
+    den = sum((i - mean_x) ** 2 for i in range(n))
+    return num / den if den else 0.0
+
+
+def checkpoint_health(progress: pd.DataFrame) -> dict[str, Any]:
+    """Whether the checkpoint looks healthy: one stream id, batch ids increasing by one, no repeats."""
+    if progress.empty:
+        return {"healthy": None, "detail": "no progress rows"}
+    ids = sorted(int(b) for b in progress["batchId"])
+    gaps = [b for a, b in zip(ids, ids[1:], strict=False) if b - a > 1]
+    repeats = len(ids) - len(set(ids))
+    stream_ids = progress["id"].dropna().unique().tolist()
+    problems = []
+    if len(stream_ids) > 1:
+        problems.append(f"{len(stream_ids)} stream ids: the checkpoint was reset or replaced")
+    if repeats:
+        problems.append(f"{repeats} batch id(s) recorded twice: batches were replayed")
+    if gaps:
+        problems.append(f"batch ids skip at {gaps[:5]}")
+    return {
+        "healthy": not problems,
+        "detail": "; ".join(problems) or f"batch ids {ids[0]}..{ids[-1]} contiguous, one stream id",
+        "last_batch_id": ids[-1],
+    }
+
+
+def analyze(progress: pd.DataFrame) -> dict[str, Any]:
+    """Pure analysis of progress rows (oldest first): rates, durations, backlog and its trend.
+
+    Returns:
+        A dict of measures; `lagging` is True when the backlog grows or the stream cannot keep up.
+    """
+    if progress.empty:
+        return {"batches": 0, "lagging": False}
+    p = progress
+    files = [float(x) for x in p["numFilesOutstanding"].fillna(0)]
+    rows_behind = [float(x) for x in p["numRowsBehind"].fillna(0)]
+    duration = p["batchDuration"].astype(float)
+    trigger = p["triggerInterval"].astype(float)
+    input_rate = float(p["inputRowsPerSecond"].astype(float).mean())
+    processed_rate = float(p["processedRowsPerSecond"].astype(float).mean())
+    files_per_batch = float(p["numInputRows"].astype(float).mean())
+    last = p.iloc[-1]
+    over = int((duration > trigger).sum())
+    # Backlog left after the first batch of each run: growing from run to run means arrivals outpace the stream.
+    starts = [float(g["numFilesOutstanding"].iloc[0] or 0) for _, g in p.groupby("runId", sort=False)]
+    peak = max(files) if files else 0.0
+    return {
+        "batches": len(p),
+        "input_rows_per_s": round(input_rate, 2),
+        "processed_rows_per_s": round(processed_rate, 2),
+        "mean_batch_ms": round(float(duration.mean()), 1),
+        "trigger_interval_ms": int(trigger.iloc[-1]),
+        "batches_over_trigger": over,
+        "files_outstanding_first": int(files[0]),
+        "files_outstanding_peak": int(peak),
+        "files_outstanding_last": int(files[-1]),
+        "files_trend_per_batch": round(_slope(files), 2),
+        "backlog_at_run_start": [int(x) for x in starts],
+        "backlog_trend_per_run": round(_slope(starts), 2),
+        "rows_behind_last": int(rows_behind[-1]),
+        "rows_behind_peak": int(max(rows_behind)),
+        "bytes_outstanding_last": int(last["numBytesOutstanding"] or 0),
+        "mean_rows_per_batch": round(files_per_batch, 1),
+        # Lag: a backlog at its peak of several batches' worth, or batches slower than the trigger.
+        "lagging": bool(peak >= 3 or over > len(p) / 2 or (len(starts) > 1 and _slope(starts) > 0 and peak > 0)),
+    }
+
+
+def recommend(measures: dict[str, Any], *, max_files_per_trigger: int | None) -> pd.DataFrame:
+    """Ranked recommendations with their evidence (pure; sized from the measures)."""
+    import pandas as pd
+
+    rows: list[tuple[str, str]] = []
+    if measures.get("batches", 0) == 0:
+        return pd.DataFrame(columns=["rank", "recommendation", "evidence"])
+    peak = measures["files_outstanding_peak"]
+    batches = measures["batches"]
+    trigger_s = measures["trigger_interval_ms"] / 1000
+    over = measures["batches_over_trigger"]
+    if measures["lagging"] and peak > 0 and over <= batches / 2:
+        # Capacity is there (batches finish within the trigger): let each batch take more files.
+        current = max_files_per_trigger or 1
+        wanted = max(current * 2, math.ceil((peak + current) / max(1, min(batches, 10))) * current)
+        rows.append(
+            (f"Raise maxFilesPerTrigger from {current} to {wanted} (maxOffsetsPerTrigger likewise for Kafka) so a "
+             f"micro-batch drains the backlog in a few triggers.",
+             f"backlog peaked at {peak} files; backlog at run start {measures['backlog_at_run_start']} "
+             f"(trend {measures['backlog_trend_per_run']:+} files/run) while "
+             f"{batches - over}/{batches} batches finished within the {trigger_s:g}s trigger")
+        )
+    if over > batches / 2:
+        size = cluster_sizing.size_named("medium") or cluster_sizing.sizes()[-1]
+        rows.append(
+            (f"Batches are slower than the trigger: give the stream more cores ({size.describe()}), or lengthen the "
+             f"trigger interval to at least {math.ceil(measures['mean_batch_ms'] / 1000 * 1.2)}s.",
+             f"{over}/{batches} batches took longer than the {trigger_s:g}s trigger "
+             f"(mean {measures['mean_batch_ms']:.0f} ms)")
+        )
+    if measures["lagging"] and measures["processed_rows_per_s"] and measures["input_rows_per_s"] > measures["processed_rows_per_s"]:
+        rows.append(
+            ("Processing rate is below the input rate: scale the stream's cluster up one size.",
+             f"input {measures['input_rows_per_s']} rows/s vs processed {measures['processed_rows_per_s']} rows/s")
+        )
+    if not measures["lagging"]:
+        rows.append(("No change: the stream keeps up.",
+                     f"backlog {measures['files_outstanding_last']} files at the last batch, peak {peak}; "
+                     f"{over}/{batches} batches over the trigger"))
+    return pd.DataFrame([{"rank": i + 1, "recommendation": r, "evidence": e} for i, (r, e) in enumerate(rows)],
+                        columns=["rank", "recommendation", "evidence"])
+
+
+@dataclass
+class LagDiagnosis:
+    """The diagnosis of one stream.
+
+    Attributes:
+        stream: the stream's name.
+        progress: its progress rows, oldest first.
+        measures: see `analyze`.
+        checkpoint: see `checkpoint_health`.
+        cause: backlog_growing (batch cap too low), slow_batches (cluster too small), none, or no_data.
+        recommendations: ranked, with evidence.
+        diagnosis: one plain sentence.
+    """
+
+    stream: str
+    progress: pd.DataFrame
+    measures: dict[str, Any]
+    checkpoint: dict[str, Any]
+    cause: str
+    recommendations: pd.DataFrame
+    diagnosis: str
+
+
+def _max_files(progress: pd.DataFrame) -> int | None:
+    """maxFilesPerTrigger as the largest number of files any batch took (a lower bound of the setting).
+
+    From the sources' `numInputFiles` when recorded, else from the drop of the backlog between
+    consecutive batches of one run.
+    """
+    import json
+
+    best = 0
+    for _, g in progress.groupby("runId", sort=False):
+        values = [int(x or 0) for x in g.sort_values("batchId")["numFilesOutstanding"]]
+        drops = [a - b for a, b in zip(values, values[1:], strict=False) if a > b]
+        best = max([best, *drops])
+    for raw in progress.get("sources", []):
+        try:
+            for s in json.loads(raw) if isinstance(raw, str) else raw or []:
+                best = max(best, int(s.get("numInputFiles") or 0))
+        except (ValueError, TypeError, AttributeError):
+            continue
+    return best or None
+
+
+def diagnose(
+    w: WorkspaceClient, stream: str, *, env: str, max_files_per_trigger: int | None = None, last_runs: int = 3
+) -> LagDiagnosis:
+    """Diagnose a stream from its progress rows.
+
+    Args:
+        w: workspace client.
+        stream: the stream's name (`name` in stream_progress), e.g. ``pos_events``.
+        env: environment.
+        max_files_per_trigger: the stream's current setting, when known (else inferred).
+        last_runs: analyze the batches of the latest N runs of the stream.
+
+    Returns:
+        The diagnosis (cause `no_data` and a plain sentence when there are no progress rows).
+    """
+    import pandas as pd
+
+    progress = load_progress(w, stream, env=env)
+    if progress.empty:
+        return LagDiagnosis(stream, progress, {"batches": 0, "lagging": False}, checkpoint_health(progress), "no_data",
+                            pd.DataFrame(columns=["rank", "recommendation", "evidence"]),
+                            f"Stream {stream!r} has no progress rows yet: nothing to diagnose (has it run?).")
+    runs = progress.groupby("runId", sort=False)["timestamp"].max().sort_values().index.tolist()
+    recent = progress[progress["runId"].isin(runs[-max(1, last_runs):])].reset_index(drop=True)
+    measures = analyze(recent)
+    checkpoint = checkpoint_health(progress)
+    if max_files_per_trigger is None:
+        max_files_per_trigger = _max_files(recent)
+    recs = recommend(measures, max_files_per_trigger=max_files_per_trigger)
+    if not measures["lagging"]:
+        cause = "none"
+        diagnosis = (f"Stream {stream!r} keeps up: backlog {measures['files_outstanding_last']} files at the last of "
+                     f"{measures['batches']} batches (peak {measures['files_outstanding_peak']}).")
+    elif measures["batches_over_trigger"] > measures["batches"] / 2:
+        cause = "slow_batches"
+        diagnosis = (f"Stream {stream!r} is lagging: batches take longer than the trigger interval "
+                     f"({measures['batches_over_trigger']}/{measures['batches']}), so the cluster is too small.")
+    else:
+        cause = "backlog_growing"
+        diagnosis = (f"Stream {stream!r} is lagging: the backlog reached {measures['files_outstanding_peak']} files "
+                     f"({measures['rows_behind_peak']} rows behind) because each micro-batch takes too few files "
+                     "(max files per trigger too low) while batches finish well within the trigger.")
+    if checkpoint.get("healthy") is False:
+        diagnosis += f" Checkpoint: {checkpoint['detail']}."
+    return LagDiagnosis(stream, recent, measures, checkpoint, cause, recs, diagnosis)

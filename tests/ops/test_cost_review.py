@@ -1,0 +1,57 @@
+"""cost_review: summaries and recommendations on small frames; the cost_spike drill shown by the notebook."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from retail_lakehouse.ops import cost_review
+from tests.ops._helpers import audit_rows, run_notebook
+
+
+def _records() -> pd.DataFrame:
+    day = dt.date(2024, 1, 1)
+    rows = []
+    for i, (job, cost) in enumerate([("a", 1.0), ("a", 1.0), ("a", 3.0), ("b", 0.5)]):
+        rows.append({"usage_date": day, "job_id": job, "job_name": job, "job_run_id": str(i), "cluster_id": f"c{i}",
+                     "node_type": "i3.xlarge", "sku_name": "PREMIUM_JOBS_COMPUTE", "dbus": cost / 0.15,
+                     "list_cost": cost})
+    return pd.DataFrame(rows)
+
+
+def test_summarize_and_extra_runs():
+    parts = cost_review.summarize(_records())
+    assert parts["by_job"].iloc[0]["job_name"] == "a" and parts["by_job"].iloc[0]["list_cost"] == 5.0
+    extra = cost_review.extra_runs(_records())
+    assert extra.iloc[0]["extra_runs"] == 2 and extra.iloc[0]["extra_cost"] == 2.0  # the cheapest two
+
+
+def test_recommendations_with_savings():
+    parts = cost_review.summarize(_records())
+    clusters = pd.DataFrame([{"kind": "job cluster", "job_name": "a", "cluster": "k", "node_type": "i3.xlarge",
+                              "workers": 2, "availability": "ON_DEMAND", "spot": False, "auto_termination": "n/a",
+                              "problem": "no spot workers"}])
+    storage = pd.DataFrame([{"table": "t", "layer": "gold", "size_mb": 10.0, "files": 5, "vacuum_files": 2,
+                             "vacuum_reclaim_mb_est": 4.0}])
+    recs = cost_review.recommend(by_cluster=parts["by_cluster"], extra=cost_review.extra_runs(_records()),
+                                 clusters=clusters, storage_frame=storage, period_days=1)
+    by_start = {r.split(" ")[0]: s for r, s in zip(recs["recommendation"], recs["est_monthly_saving_usd"], strict=True)}
+    assert by_start["Stop"] == pytest.approx(60.0)  # 2 extra runs, $2 a day, 30 days
+    assert by_start["Use"] == pytest.approx(90.0)  # $5 of on-demand compute x VM ratio 1 x 60% spot discount x 30
+    assert list(recs["est_monthly_saving_usd"]) == sorted(recs["est_monthly_saving_usd"], reverse=True)
+    assert any("spot" in r for r in recs["recommendation"]) and any("VACUUM" in r for r in recs["recommendation"])
+
+
+def test_cost_spike_shown(demo_lakehouse, tmp_path):
+    from retail_lakehouse import drills
+
+    result = drills.run("cost_spike")
+    with pytest.raises(Exception, match="before the start"):
+        run_notebook("cost_review", tmp_path, env="local", start_date="2024-02-01", end_date="2024-01-01")
+    text = run_notebook("cost_review", tmp_path, **result.parameters)
+    assert f"top spender {result.facts['job']}" in text
+    assert "Stop the extra runs" in text and f"{result.facts['job']} (+" in text
+    assert "no spot workers" in text
+    assert "DRY_RUN" in set(audit_rows("cost_review")["outcome"])
