@@ -138,7 +138,10 @@ def _routes(ws: LocalWorkspace) -> list[tuple[str, re.Pattern[str], Handler]]:
         ("GET", r"/api/2\.0/workspace/get-status", lambda q, b, m: files.get_status(q)),
         ("POST", r"/api/2\.0/workspace/delete", lambda q, b, m: files.delete(b)),
     ]
-    return [(method, re.compile(pattern + "$"), fn) for method, pattern, fn in table]
+    from retail_lakehouse.local_workspace import _airflow_compat
+
+    # The Airflow Databricks provider's calls come first: the first matching route wins.
+    return _airflow_compat.routes(ws) + [(method, re.compile(pattern + "$"), fn) for method, pattern, fn in table]
 
 
 def _get_warehouse(warehouse_id: str) -> dict[str, Any]:
