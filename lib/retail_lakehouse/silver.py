@@ -221,7 +221,9 @@ def clean_table(
             raise ParameterError("backfill_end_date", "give both backfill_start_date and backfill_end_date")
         date_range(backfill_start_date, backfill_end_date, name="backfill_end_date")
         if not rules.date_column:
-            raise ParameterError("table", f"{table} has no business date; backfill it with a full reprocess")
+            # A reference table (customers, products, stores) has no business date: a job-wide backfill
+            # processes its new rows incrementally instead, so the dated tables find them.
+            backfill = False
     spark = engine.get_spark(settings.env)
     writes.ensure_table(bronze, env=settings.env)
     source = spark.table(bronze.full_name(settings))

@@ -172,3 +172,9 @@ def test_rule_sets_are_validated_as_a_whole():
         )
     text = str(info.value)
     assert "criticality must be" in text and "duplicate rule name" in text and "exactly one of" in text
+
+
+def test_backfill_dates_on_a_reference_table_run_incrementally(loaded):
+    day = dt.date(2024, 1, 2)
+    result = silver.clean_table("customers", run_id="run-bf2", backfill_start_date=day, backfill_end_date=day)
+    assert result.mode == "incremental" and result.balanced

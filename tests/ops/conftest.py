@@ -1,4 +1,4 @@
-"""A demo lakehouse for the ops tests: generated sources, the daily job run twice, a local workspace."""
+"""A demo lakehouse for the ops tests: generated sources, the daily job, a shared engine."""
 
 from __future__ import annotations
 
@@ -21,8 +21,6 @@ def demo_lakehouse() -> Path:
     engine.stop_local_server()
     os.environ["LAKEHOUSE_HOME"] = str(home)
     os.environ.pop("SPARK_REMOTE", None)
-    generate_sources(home, days=3, scale_factor=0.05)
-    assert run_job("retail_daily", env="local").state == "SUCCESS"
     generate_sources(home, days=4, scale_factor=0.05)
     assert run_job("retail_daily", env="local").state == "SUCCESS"
     engine.start_local_server()  # kernels started by papermill share this engine (SPARK_REMOTE)

@@ -60,11 +60,17 @@ def test_small_files_slow_query_drill_diagnosed(demo_lakehouse, tmp_path):
         run_notebook("diagnose_slow_query", tmp_path, env="local", table="orders_typo")
     text = run_notebook("diagnose_slow_query", tmp_path, **result.parameters)
     assert "DIAGNOSIS (small_files)" in text
-    assert "ZORDER BY (customer_id)" in text
-    if result.facts["query_ids"]:  # from a query id, as the warehouse's query history shows it
-        text = run_notebook("diagnose_slow_query", tmp_path, env="local", query_id=result.facts["query_ids"][0])
-        assert "DIAGNOSIS (small_files)" in text
     assert "DRY_RUN" in set(audit_rows("diagnose_slow_query")["outcome"])
+    # From a query id of the warehouse's query history (the history lives in the workspace the drill used).
+    from retail_lakehouse.workspace import connect
+
+    w = connect("local")
+    tdef, queries = dsq.resolve_target(w, "", result.facts["query_ids"][0], env="local")
+    assert tdef.ref == "silver.orders"
+    _, queries = dsq.resolve_target(w, "silver.orders", "", env="local")
+    d = dsq.diagnose(w, tdef, queries, env="local")
+    assert d.cause == "small_files" and d.filters.get("customer_id", 0) >= 1
+    assert "ZORDER BY (customer_id)" in d.recommendations["recommendation"].iloc[0]
     # Leave the lakehouse healthy for the other tests: compact what the drill scattered.
     from retail_lakehouse.workspace import connect, run_sql
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from retail_lakehouse.drills import DrillResult, register
 
 JOB = "retail_ingestion"
@@ -11,6 +13,7 @@ JOB = "retail_ingestion"
 def failed_job() -> DrillResult:
     """Move the SQLite source away, run retail_ingestion (its OLTP tasks fail), then put the source back."""
     from retail_lakehouse import runner
+    from retail_lakehouse.bundle import load_bundle
     from retail_lakehouse.config import load_settings
     from retail_lakehouse.local_workspace import _runs
 
@@ -18,8 +21,13 @@ def failed_job() -> DrillResult:
     assert path is not None
     moved = path.with_name(path.name + ".moved-by-drill")
     path.replace(moved)
+    # The job as deployed, but each task tried once: the drill shows the failure, not the retries.
+    bundle = load_bundle(target="local")
+    job = bundle.job(JOB)
+    once = dataclasses.replace(job, tasks=tuple(dataclasses.replace(t, max_retries=0) for t in job.tasks))
+    bundle = dataclasses.replace(bundle, jobs={**bundle.jobs, job.key: once})
     try:
-        run = runner.run_job(JOB, env="local", retry_backoff_seconds=0.1)
+        run = runner.run_job(JOB, env="local", bundle=bundle)
     finally:
         moved.replace(path)  # the database is back: a retry now succeeds
     failed = sorted(k for k, t in run.outcomes.items() if t.state == "FAILED")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from retail_lakehouse.drills import DrillResult, register
 
-STALE = {"bronze.pos_events": "to_date(event_ts) >= DATE'{day}'", "silver.pos_transactions": "event_date >= DATE'{day}'"}
+STALE = {"bronze.pos_events": "to_date(try_to_timestamp(event_ts)) >= DATE'{day}'", "silver.pos_transactions": "event_date >= DATE'{day}'"}
 
 
 @register("stale_source", notebook="data_freshness", summary="the POS source stopped sending -> freshness flags it")

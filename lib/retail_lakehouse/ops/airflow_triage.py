@@ -162,7 +162,8 @@ class DagRunTriage:
             {
                 "task_id": t.task_id,
                 "state": t.state,
-                "tries": f"{t.try_number}/{t.max_tries + 1}",
+                "try_number": t.try_number,
+                "max_tries": t.max_tries,  # Airflow raises it when a task is cleared
                 "databricks_run_id": t.databricks_run_id,
                 "run_page_url": t.databricks_run_page_url,
                 "diagnosis": t.diagnosis,
@@ -176,7 +177,7 @@ class DagRunTriage:
         if not self.failed_tasks:
             lines.append("No task failed in this run.")
         for t in self.failed_tasks:
-            lines.append(f"- task `{t.task_id}` **{t.state}** after {t.try_number} of {t.max_tries + 1} tries")
+            lines.append(f"- task `{t.task_id}` **{t.state}** at try {t.try_number} (max_tries {t.max_tries})")
             for tr in t.tries:
                 lines.append(
                     f"  - try {tr.get('try_number')}: {tr.get('state')} {tr.get('start_date')} -> {tr.get('end_date')}"

@@ -115,6 +115,14 @@ def input_tables(task: dict[str, Any] | None) -> list[str]:
     return list(dict.fromkeys(exact)) or found[:3]
 
 
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
 def remedies(kind: str, settings: dict[str, Any], input_bytes: int) -> pd.DataFrame:
     """The runbook's remedies for an OOM kind, sized from the cluster and the input (ranked)."""
     import pandas as pd
@@ -132,7 +140,7 @@ def remedies(kind: str, settings: dict[str, Any], input_bytes: int) -> pd.DataFr
             (f"If the driver really must hold it: driver node {bigger} "
              f"({cluster_sizing.node_memory_gb(bigger)} GB) instead of {driver} ({settings.get('driver_memory_gb')} GB) "
              "and spark.driver.maxResultSize at about half the driver memory.",
-             f"input is {gb:.3f} GB; the driver has {settings.get('driver_memory_gb')} GB"),
+             f"input is {_human(input_bytes)} on disk (larger in memory); the driver has {settings.get('driver_memory_gb')} GB"),
         ]
     elif kind == "driver":
         rows += [
@@ -159,7 +167,7 @@ def remedies(kind: str, settings: dict[str, Any], input_bytes: int) -> pd.DataFr
         ]
     rows.append(
         (f"Size the job cluster for its input: {size.describe()}.",
-         f"the run reads {gb:.3f} GB; the cluster has {settings.get('workers')} workers {settings.get('node_type_id')}")
+         f"the run reads {_human(input_bytes)}; the cluster has {settings.get('workers')} workers {settings.get('node_type_id')}")
     )
     return pd.DataFrame(
         [{"rank": i + 1, "remedy": r, "evidence": e} for i, (r, e) in enumerate(rows)],
@@ -247,6 +255,6 @@ def diagnose(w: WorkspaceClient, job_or_run: str = "", *, env: str = "local") ->
     diagnosis = (
         f"Run {t.run_id} of {t.job_name}: task {key} ran out of memory in {where} ({kind}). "
         f"Evidence: {evidence}. Cluster: {cluster.get('workers')} x {cluster.get('node_type_id')}, "
-        f"driver {cluster.get('driver_node_type_id')}; input {input_bytes / 1e6:.1f} MB."
+        f"driver {cluster.get('driver_node_type_id')}; input {_human(input_bytes)}."
     )
     return OomDiagnosis(t, key, kind, evidence, cluster, inputs, remedies(kind, cluster, input_bytes), diagnosis, error)

@@ -416,9 +416,9 @@ def repair(
         return RepairOutcome(t.run_id, None, t.failed_tasks, None, False,
                              f"Dry run: would rerun {', '.join(t.failed_tasks)} of run {t.run_id} (and their dependents).")
     response = w.jobs.repair_run(run_id=t.run_id, rerun_all_failed_tasks=True)
-    repair_id = getattr(response, "repair_id", None)
-    if repair_id is None and hasattr(response, "response"):
-        repair_id = getattr(response.response, "repair_id", None)
+    # The SDK wraps the answer in a waiter (`.response`); a plain RepairRunResponse has the id itself.
+    inner = response.__dict__.get("response", response)
+    repair_id = getattr(inner, "repair_id", None)
     deadline = time.monotonic() + timeout
     time.sleep(min(poll_seconds, 0.5))
     while True:
