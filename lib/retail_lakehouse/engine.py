@@ -31,6 +31,7 @@ _server: Any = None
 _server_url: str | None = None
 _sessions: dict[tuple[str, str, str], SparkSession] = {}
 _options = {"retention_check": True}
+_checkpoint_dirs: list[Path] = []
 
 _RETENTION_CHECK_KEY = "spark.databricks.delta.retentionDurationCheck.enabled"
 
@@ -58,6 +59,11 @@ def _sail_env(settings: Settings) -> None:
     )
     os.environ.setdefault("SAIL_CATALOG__DEFAULT_CATALOG", settings.catalog)
     os.environ.setdefault("RUST_LOG", "warn")
+    # DataFrame.localCheckpoint() materializes intermediate results on the server (silver uses it).
+    checkpoints = settings.home / "spark_checkpoints" / str(os.getpid())
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    os.environ["SAIL_EXECUTION__CHECKPOINT__PATH"] = checkpoints.as_uri()
+    _checkpoint_dirs.append(checkpoints)
 
 
 def start_local_server(settings: Settings | None = None) -> str:
@@ -91,6 +97,8 @@ def stop_local_server() -> None:
                 session.stop()
         if _server is not None:
             _server.stop()
+        while _checkpoint_dirs:
+            shutil.rmtree(_checkpoint_dirs.pop(), ignore_errors=True)
             if os.environ.get("SPARK_REMOTE") == _server_url:
                 del os.environ["SPARK_REMOTE"]
         _server, _server_url = None, None

@@ -300,14 +300,8 @@ def clean_table(
 
 
 def _materialize(df: DataFrame) -> DataFrame:
-    """Evaluate once: collect to Arrow and back, so counts and writes see the same rows (no re-reads)."""
-    spark = df.sparkSession
-    table = df.toArrow() if hasattr(df, "toArrow") else None
-    if table is None:
-        return df
-    if table.num_rows == 0:
-        return df.limit(0)
-    return spark.createDataFrame(table)
+    """Evaluate once on the server, so counts and writes see the same rows (no re-reads)."""
+    return df.localCheckpoint()
 
 
 def _count_names(df: DataFrame, column: str) -> dict[str, int]:
