@@ -83,9 +83,15 @@ class UnsetTblProperties:
     if_exists: bool
 
 
+@dataclass(frozen=True)
+class AddColumns:
+    table: TableRef
+    columns: list[tuple[str, str]]
+
+
 Statement = (
     DescribeHistory | DescribeDetail | Optimize | Vacuum | Restore | ShowTblProperties
-    | SetTblProperties | UnsetTblProperties
+    | SetTblProperties | UnsetTblProperties | AddColumns
 )
 
 SYNTAX = {
@@ -96,7 +102,7 @@ SYNTAX = {
     "RESTORE": "RESTORE [TABLE] table_name [TO] {VERSION AS OF n | TIMESTAMP AS OF 'yyyy-MM-dd HH:mm:ss'}",
     "SHOW TBLPROPERTIES": "SHOW TBLPROPERTIES table_name [('key')]",
     "ALTER TABLE": "ALTER TABLE table_name {SET TBLPROPERTIES ('k' = 'v', ...) | "
-                   "UNSET TBLPROPERTIES [IF EXISTS] ('k', ...)}",
+                   "UNSET TBLPROPERTIES [IF EXISTS] ('k', ...) | ADD COLUMNS (name type, ...)}",
 }
 
 
@@ -114,7 +120,9 @@ def command_of(tokens: list[Token]) -> str | None:
     if first == "ALTER" and second == "TABLE":
         # ALTER TABLE <name> SET|UNSET TBLPROPERTIES: look past the name for the keyword pair.
         for a, b in zip(tokens[2:], tokens[3:], strict=False):
-            if a.is_word("SET", "UNSET") and b.is_word("TBLPROPERTIES"):
+            if a.is_word("SET", "UNSET") and b.is_word("TBLPROPERTIES") or a.is_word("ADD") and b.is_word(
+                "COLUMNS", "COLUMN"
+            ):
                 return "ALTER TABLE"
             if a.kind not in ("word", "qident", "param") and a.value not in (".", "(", ")"):
                 break
@@ -364,6 +372,15 @@ def _parse_show(p: _Parser) -> Statement:
 def _parse_alter(p: _Parser) -> Statement:
     p.pos = 2
     table = p.table()
+    if p.accept("ADD"):
+        p.expect("COLUMNS", "COLUMN")
+        wrapped = p.accept_punct("(")
+        columns = [_column_def(p)]
+        while p.accept_punct(","):
+            columns.append(_column_def(p))
+        if wrapped:
+            p.expect_punct(")")
+        return AddColumns(table, columns)
     if p.accept("SET"):
         p.expect("TBLPROPERTIES")
         p.expect_punct("(")
@@ -388,6 +405,21 @@ def _parse_alter(p: _Parser) -> Statement:
         keys.append(p.property_key())
     p.expect_punct(")")
     return UnsetTblProperties(table, keys, if_exists)
+
+
+def _column_def(p: _Parser) -> tuple[str, str]:
+    """`name type` of ADD COLUMNS, the type with its (precision, scale) if any."""
+    name, _ = p.name_part("a column name")
+    type_name, _ = p.name_part("a column type")
+    type_name = type_name.lower()
+    if p.accept_punct("("):
+        precision = p.integer("a precision")
+        scale = p.integer("a scale") if p.accept_punct(",") else 0
+        p.expect_punct(")")
+        type_name = f"{type_name}({precision},{scale})"
+    if p.accept("COMMENT"):
+        p.literal("a comment")
+    return name, type_name
 
 
 _PARSERS = {

@@ -20,6 +20,7 @@ import pandas as pd
 
 from retail_lakehouse._delta_sql_lex import bind_parameters, tokenize
 from retail_lakehouse._delta_sql_parse import (
+    AddColumns,
     DescribeDetail,
     DescribeHistory,
     Optimize,
@@ -450,7 +451,31 @@ def _unset_tblproperties(stmt: UnsetTblProperties, directory: Path, _: DeltaSqlO
     )
 
 
+_DELTA_TYPES = {"int": "integer", "bigint": "long", "smallint": "short", "tinyint": "byte", "integer": "integer"}
+_ADDABLE = {"string", "long", "integer", "short", "byte", "double", "float", "boolean", "date", "timestamp",
+            "timestamp_ntz", "binary"}
+
+
+def _add_columns(stmt: AddColumns, path: Path, options: DeltaSqlOptions) -> pd.DataFrame:  # noqa: ARG001
+    from deltalake import DeltaTable
+    from deltalake.schema import Field, PrimitiveType
+
+    table = DeltaTable(str(path))
+    existing = {f.name.lower() for f in table.schema().fields}
+    fields = []
+    for name, type_name in stmt.columns:
+        if name.lower() in existing:
+            raise SqlError(f"ALTER TABLE {stmt.table.name} ADD COLUMNS: column {name!r} already exists")
+        delta_type = _DELTA_TYPES.get(type_name, type_name)
+        if delta_type not in _ADDABLE and not re.fullmatch(r"decimal\(\d+,\d+\)", delta_type):
+            raise SqlError(f"ALTER TABLE {stmt.table.name} ADD COLUMNS: type {type_name!r} is not supported locally")
+        fields.append(Field(name, PrimitiveType(delta_type), nullable=True))
+    table.alter.add_columns(fields)
+    return pd.DataFrame()
+
+
 _HANDLERS: dict[type, Callable[[Any, Path, DeltaSqlOptions], pd.DataFrame]] = {
+    AddColumns: _add_columns,
     DescribeHistory: _describe_history,
     DescribeDetail: _describe_detail,
     Optimize: _optimize,

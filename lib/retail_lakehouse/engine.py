@@ -239,6 +239,7 @@ _DROP = re.compile(r"^\s*DROP\s+TABLE\s+(?P<ifexists>IF\s+EXISTS\s+)?(?P<name>[`
 _SET_RETENTION = re.compile(
     rf"^\s*SET\s+{re.escape(_RETENTION_CHECK_KEY)}\s*=\s*(?P<value>true|false)\s*;?\s*$", re.IGNORECASE
 )
+_ALTER = re.compile(r"^\s*ALTER\s+TABLE\s+(?P<name>IDENTIFIER\(:\w+\)|[`\w.]+)\s+ADD\s+COLUMN", re.IGNORECASE)
 _USING = re.compile(r"\bUSING\s+(?P<fmt>\w+)", re.IGNORECASE)
 
 
@@ -271,6 +272,12 @@ def sql(statement: str, args: Mapping[str, Any] | None = None, *, env: str | Non
     if delta_sql.is_delta_utility(statement):
         options = delta_sql.DeltaSqlOptions(retention_check=_options["retention_check"])
         frame = delta_sql.execute(statement, args, lambda n: resolve_table(n, settings), options)
+        if m := _ALTER.match(statement):
+            # The schema changed outside Sail: re-register the table so the session sees it.
+            name = delta_sql.bind_parameters(m.group("name"), args) if args else m.group("name")
+            full = qualify(name, settings)
+            spark.sql(f"DROP TABLE IF EXISTS {full}")
+            spark.sql(f"CREATE TABLE {full} USING delta LOCATION '{_quote(str(table_dir(full, settings)))}'")
         return _to_spark(spark, frame)
     if m := _DROP.match(statement):
         return _drop_table(spark, settings, m.group("name"), if_exists=bool(m.group("ifexists")))

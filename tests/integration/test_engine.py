@@ -116,3 +116,13 @@ def test_named_parameters_in_commands(versioned):
     )
     got = engine.sql("SELECT region, amount FROM IDENTIFIER(:t) WHERE id = :id", {"t": versioned, "id": 77}).collect()
     assert [tuple(r) for r in got] == [("it's west", 7.5)]
+
+
+def test_alter_table_add_columns(versioned):
+    engine.sql(f"ALTER TABLE {versioned} ADD COLUMNS (channel STRING, margin DECIMAL(12, 2))")
+    assert {"channel", "margin"} <= set(engine.sql(f"SELECT * FROM {versioned}").columns)
+    engine.sql(f"INSERT INTO {versioned} SELECT 88, 'north', 1.0, 'web', 2.50")
+    got = engine.sql(f"SELECT channel, margin FROM {versioned} WHERE id = 88").collect()
+    assert got[0][0] == "web" and float(got[0][1]) == 2.5
+    with pytest.raises(SqlError, match="already exists"):
+        engine.sql(f"ALTER TABLE {versioned} ADD COLUMNS (channel STRING)")

@@ -76,7 +76,7 @@ def test_is_delta_utility_true(statement: str) -> None:
 
 
 @pytest.mark.parametrize("statement", [
-    "SELECT * FROM orders", "DESCRIBE TABLE orders", "ALTER TABLE orders ADD COLUMNS (x INT)",
+    "SELECT * FROM orders", "DESCRIBE TABLE orders",
     "SELECT 'VACUUM orders'", "-- VACUUM orders\nSELECT 1", "SELECT a::int, 'unterminated", "",
     "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET *",
 ])
