@@ -45,8 +45,11 @@ def connect(env: str | None = None) -> WorkspaceClient:
 
     settings = load_settings(env)
     if not settings.is_local:
+        # The SDK's standard chain: what the environment says wins (DATABRICKS_HOST/TOKEN or a
+        # DATABRICKS_CONFIG_PROFILE), else the profile named in params/<env>.yaml.
         profile = settings.databricks.get("profile")
-        if profile and not os.environ.get("DATABRICKS_HOST"):
+        chosen = any(os.environ.get(v) for v in ("DATABRICKS_HOST", "DATABRICKS_CONFIG_PROFILE"))
+        if profile and not chosen:
             return WorkspaceClient(profile=profile)
         return WorkspaceClient()
     from retail_lakehouse.local_workspace import cli
