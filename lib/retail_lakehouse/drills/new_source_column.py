@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import sqlite3
 
 from retail_lakehouse.drills import DrillResult, register
@@ -24,7 +25,8 @@ def new_source_column() -> DrillResult:
 
     settings = load_settings("local")
     oltp, landing = settings.sqlite_path(), settings.local_path("landing")
-    days_dirs = sorted(p.name for p in landing.iterdir() if p.is_dir())
+    # Only the generator's day folders (YYYY-MM-DD): other drills land files in folders of their own.
+    days_dirs = sorted(p.name for p in landing.iterdir() if p.is_dir() and re.fullmatch(r"\d{4}-\d{2}-\d{2}", p.name))
     start, days = dt.date.fromisoformat(days_dirs[0]), len(days_dirs)
     with sqlite3.connect(oltp) as conn:
         products = conn.execute("SELECT count(DISTINCT product_id) FROM products").fetchone()[0]
