@@ -30,6 +30,7 @@ _lock = threading.RLock()
 _server: Any = None
 _server_url: str | None = None
 _sessions: dict[tuple[str, str, str], SparkSession] = {}
+_registered: dict[int, tuple[set[str], set[str]]] = {}  # per session: schemas and tables registered
 _options = {"retention_check": True}
 _checkpoint_dirs: list[Path] = []
 
@@ -103,6 +104,7 @@ def stop_local_server() -> None:
                 del os.environ["SPARK_REMOTE"]
         _server, _server_url = None, None
         _sessions.clear()
+        _registered.clear()
 
 
 def get_spark(env: str | None = None) -> SparkSession:
@@ -222,7 +224,33 @@ def register_tables(spark: SparkSession, settings: Settings | None = None) -> in
     for name, path in tables.items():
         if name.startswith(settings.catalog + "."):
             spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING delta LOCATION '{_quote(str(path))}'")
+    _registered[id(spark)] = (schemas, set(tables))
     return len(tables)
+
+
+def refresh_tables(env: str | None = None) -> int:
+    """Register, in the open session, the tables created since it was opened; returns how many.
+
+    A warm kernel opens its session before its notebook is due (see `retail_lakehouse.kernels`):
+    tables that upstream tasks created meanwhile are registered here, the others are left as they
+    are (Sail reads a Delta table's latest snapshot at each query).
+    """
+    settings = load_settings(env)
+    remote = os.environ.get("SPARK_REMOTE")
+    with _lock:
+        spark = _sessions.get((settings.env, remote, str(settings.warehouse)))
+    if spark is None:
+        return 0
+    schemas, names = _registered.get(id(spark), (set(), set()))
+    new = {n: p for n, p in local_tables(settings).items() if n not in names and n.startswith(settings.catalog + ".")}
+    for schema in sorted({n.split(".")[1] for n in new} - schemas):
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {settings.catalog}.{schema}")
+        schemas.add(schema)
+    for name, path in new.items():
+        spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING delta LOCATION '{_quote(str(path))}'")
+        names.add(name)
+    _registered[id(spark)] = (schemas, names)
+    return len(new)
 
 
 def _quote(value: str) -> str:
@@ -240,6 +268,7 @@ _SET_RETENTION = re.compile(
     rf"^\s*SET\s+{re.escape(_RETENTION_CHECK_KEY)}\s*=\s*(?P<value>true|false)\s*;?\s*$", re.IGNORECASE
 )
 _ALTER = re.compile(r"^\s*ALTER\s+TABLE\s+(?P<name>IDENTIFIER\(:\w+\)|[`\w.]+)\s+ADD\s+COLUMN", re.IGNORECASE)
+_SYSTEM = re.compile(r"\bsystem`?\s*\.", re.IGNORECASE)  # a superset of _system_tables.mentions
 _USING = re.compile(r"\bUSING\s+(?P<fmt>\w+)", re.IGNORECASE)
 
 
@@ -262,10 +291,13 @@ def sql(statement: str, args: Mapping[str, Any] | None = None, *, env: str | Non
     if not statement or not statement.strip():
         raise SqlError("empty SQL statement; pass one statement such as 'SELECT 1'")
     from retail_lakehouse import delta_sql
-    from retail_lakehouse.local_workspace import _system_tables
 
-    # system.billing.usage & co. are served from the local run history, as the local workspace does.
-    statement = _system_tables.prepare(statement, env=settings.env)
+    if _SYSTEM.search(statement):
+        # system.billing.usage & co. are served from the local run history, as the local workspace
+        # does. Imported only then: the local workspace pulls in databricks-sdk (about 1 s).
+        from retail_lakehouse.local_workspace import _system_tables
+
+        statement = _system_tables.prepare(statement, env=settings.env)
     if m := _SET_RETENTION.match(statement):
         _options["retention_check"] = m.group("value").lower() == "true"
         return spark.createDataFrame([(_RETENTION_CHECK_KEY, m.group("value").lower())], "key string, value string")

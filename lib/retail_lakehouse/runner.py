@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from retail_lakehouse.bundle import Bundle, JobSpec, TaskSpec, load_bundle, param_str
 from retail_lakehouse.config import lakehouse_home, load_settings
 from retail_lakehouse.errors import JobFailedError, ParameterError
+from retail_lakehouse.kernels import KERNEL_NAME, KernelPool
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -228,6 +229,7 @@ def run_job(
     retry_backoff_seconds: float | None = None,
     bundle: Bundle | str | Path | None = None,
     cancel: threading.Event | None = None,
+    warm_kernels: bool | None = None,
 ) -> JobRun:
     """Run a job of the bundle locally and record it.
 
@@ -242,6 +244,8 @@ def run_job(
             the tasks' `min_retry_interval_millis` (default: theirs, else 2 s).
         bundle: a loaded Bundle or the path of a bundle file (default `databricks.yml`).
         cancel: set it from another thread to cancel the run (running notebooks finish first).
+        warm_kernels: start each task's kernel ahead, library imported and engine session open
+            (default: on, unless `LAKEHOUSE_WARM_KERNELS=0`). Each kernel still runs one notebook.
 
     Returns:
         The run. A failed run is returned, not raised: call `raise_for_state()` to raise.
@@ -263,6 +267,10 @@ def run_job(
 
         engine.start_local_server(settings)
     recorder = _Recorder(env)
+    if warm_kernels is None:
+        warm_kernels = os.environ.get("LAKEHOUSE_WARM_KERNELS", "1") != "0"
+    parallel = max_parallel or min(2, os.cpu_count() or 1)
+    pool = KernelPool(size=parallel if warm_kernels else 0, budget=_notebook_tasks(b, job))
     execution = _Execution(
         bundle=b,
         job=job,
@@ -270,13 +278,15 @@ def run_job(
         env=env,
         run_id=run_id,
         root=runs_dir(env),
-        max_parallel=max_parallel or min(2, os.cpu_count() or 1),
+        max_parallel=parallel,
         backoff=retry_backoff_seconds,
         recorder=recorder,
         cancel=cancel or threading.Event(),
+        kernels=pool,
     )
     try:
-        run = execution.run()
+        with pool:
+            run = execution.run()
     finally:
         problems = recorder.close()
     if problems:
@@ -326,10 +336,11 @@ class _Execution:
         backoff: float | None,
         recorder: _Recorder,
         cancel: threading.Event,
+        kernels: KernelPool,
     ) -> None:
         self.bundle, self.job, self.params, self.env, self.run_id = bundle, job, params, env, run_id
         self.root, self.max_parallel, self.backoff = root, max_parallel, backoff
-        self.recorder, self.cancel = recorder, cancel
+        self.recorder, self.cancel, self.kernels = recorder, cancel, kernels
         self.dir = root / run_id
         self.result = JobRun(
             run_id=run_id,
@@ -478,7 +489,7 @@ class _Execution:
             params = self._task_params(spec)
             output = self.dir / f"{spec.task_key}.ipynb"
             try:
-                _execute(spec, params, output)
+                _execute(spec, params, output, self.kernels)
             except Exception as exc:
                 error_class, error_message = _describe(exc)
                 timed_out = isinstance(exc, TimeoutError) or "Timeout" in (error_class or "")
@@ -565,6 +576,7 @@ class _Execution:
             backoff=self.backoff,
             recorder=self.recorder,
             cancel=self.cancel,
+            kernels=self.kernels,
         )
 
     def _dynamic(self, value: str, spec: TaskSpec) -> str:
@@ -595,26 +607,43 @@ def _declared(path: str, mtime: float) -> frozenset[str]:  # noqa: ARG001 - mtim
     return frozenset(papermill.inspect_notebook(path))
 
 
-def _execute(spec: TaskSpec, params: dict[str, str], output: Path) -> None:
+def _execute(spec: TaskSpec, params: dict[str, str], output: Path, kernels: KernelPool) -> None:
     import papermill
 
     assert spec.notebook_path is not None
     # As on Databricks, job parameters reach every task, but a notebook only reads the widgets it
     # declares: pass only the parameters its `parameters` cell defines (no papermill warnings).
     declared = _declared(str(spec.notebook_path), spec.notebook_path.stat().st_mtime)
-    papermill.execute_notebook(
-        str(spec.notebook_path),
-        str(output),
-        parameters={k: v for k, v in params.items() if k in declared},
-        kernel_name="python3",
-        # The kernel starts in the notebook's folder. Not papermill's `cwd=`: it chdirs the whole
-        # process, which races between tasks running in parallel threads.
-        resources={"metadata": {"path": str(spec.notebook_path.parent)}},
-        progress_bar=False,
-        log_output=False,
-        request_save_on_cell_execute=False,
-        execution_timeout=spec.timeout_seconds,
-    )
+    # A warm kernel starts in the notebook's folder too. Not papermill's `cwd=`: it chdirs the
+    # whole process, which races between tasks running in parallel threads.
+    km = kernels.acquire(spec.notebook_path.parent) if kernels.size else None
+    try:
+        papermill.execute_notebook(
+            str(spec.notebook_path),
+            str(output),
+            parameters={k: v for k, v in params.items() if k in declared},
+            kernel_name=KERNEL_NAME,
+            resources={"metadata": {"path": str(spec.notebook_path.parent)}},
+            progress_bar=False,
+            log_output=False,
+            request_save_on_cell_execute=False,
+            execution_timeout=spec.timeout_seconds,
+            km=km,
+        )
+    finally:
+        if km is not None:
+            kernels.release(km)
+
+
+def _notebook_tasks(bundle: Bundle, job: JobSpec, _seen: frozenset[str] = frozenset()) -> int:
+    """Notebook tasks a run of `job` executes at most once each, chained jobs included."""
+    total = 0
+    for task in job.tasks:
+        if task.run_job and task.run_job not in _seen and task.run_job in bundle.jobs:
+            total += _notebook_tasks(bundle, bundle.jobs[task.run_job], _seen | {job.key})
+        elif task.notebook_path is not None:
+            total += 1
+    return total
 
 
 def _describe(exc: Exception) -> tuple[str, str]:
