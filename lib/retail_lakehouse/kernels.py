@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -164,10 +165,24 @@ class KernelPool:
 # ----------------------------------------------------------------------------- kernel plumbing
 
 
-def _start_kernel(extra_arguments: list[str]) -> KernelManager:
+def _start_kernel(extra_arguments: list[str], *, fork: bool = True) -> KernelManager:
+    """A started kernel: forked from the warm fork server, or launched as a new process."""
     from jupyter_client.manager import KernelManager
 
     km = KernelManager(kernel_name=KERNEL_NAME)
+    if fork and os.environ.get("LAKEHOUSE_FORK_KERNELS", "1") != "0":
+        from retail_lakehouse._zygote import ForkProvisioner, ZygoteError
+
+        km.kernel_id = str(uuid.uuid4())
+        km.provisioner = ForkProvisioner(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km)
+        try:
+            km.start_kernel(extra_arguments=list(extra_arguments))
+            return km
+        except ZygoteError as exc:
+            log.warning("fork server unavailable (%s): launching the kernel as a new process", exc)
+            km = KernelManager(kernel_name=KERNEL_NAME)
+        except Exception as exc:
+            raise WarmKernelError(f"could not start a {KERNEL_NAME!r} kernel: {exc}") from exc
     try:
         km.start_kernel(extra_arguments=list(extra_arguments))
     except Exception as exc:

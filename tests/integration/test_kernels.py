@@ -1,0 +1,130 @@
+"""Warm kernels for the runner: forked from the fork server, one notebook each, isolated, current
+with tables created after they warmed up, and gone when the process that started them dies."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def home(isolated_home):
+    from retail_lakehouse import engine
+    from retail_lakehouse.config import load_settings
+
+    engine.start_local_server(load_settings("local"))  # exports SPARK_REMOTE, as the runner does
+    return isolated_home
+
+
+def run(km, code: str, counts: list[int] | None = None) -> str:
+    """Execute `code` in the kernel; its stdout (raises on an error). Appends the cell's count to `counts`."""
+    kc = km.client()
+    kc.start_channels()
+    out: list[str] = []
+    try:
+        kc.wait_for_ready(timeout=60)
+        reply = kc.execute_interactive(
+            code, timeout=120, output_hook=lambda m: out.append(m["content"].get("text", ""))
+        )
+    finally:
+        kc.stop_channels()
+    assert reply["content"]["status"] == "ok", reply["content"]
+    if counts is not None:
+        counts.append(reply["content"]["execution_count"])
+    return "".join(out)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+PROBE = "import os, sys, json; print(json.dumps({'pid': os.getpid(), 'ppid': os.getppid(), 'cwd': os.getcwd(), "
+PROBE += "'preloaded': 'pandas' in sys.modules and 'retail_lakehouse.gold' in sys.modules}))"
+
+
+def test_each_notebook_gets_its_own_forked_warm_kernel(home, tmp_path):
+    from retail_lakehouse.kernels import KernelPool
+
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a_dir.mkdir(), b_dir.mkdir()
+    with KernelPool(size=2, budget=2) as pool:
+        a, b = pool.acquire(a_dir), pool.acquire(b_dir)
+        try:
+            counts: list[int] = []
+            pa, pb = json.loads(run(a, PROBE, counts)), json.loads(run(b, PROBE, counts))
+            run(a, "secret_of_a = 42")
+            assert run(b, "print('secret_of_a' in globals())").strip() == "False"
+        finally:
+            pool.release(a), pool.release(b)
+    assert pa["pid"] != pb["pid"] and os.getpid() not in {pa["pid"], pb["pid"]}
+    assert pa["ppid"] == pb["ppid"] != os.getpid(), "kernels are forked from the fork server"
+    assert (pa["cwd"], pb["cwd"]) == (str(a_dir), str(b_dir))
+    assert pa["preloaded"] and pb["preloaded"]
+    assert counts == [1, 1], "the notebook's first cell is In [1]: the warm-up left no history"
+    deadline = time.monotonic() + 10
+    while (alive(pa["pid"]) or alive(pb["pid"])) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(pa["pid"]) and not alive(pb["pid"]), "a released kernel is shut down"
+
+
+def test_a_table_created_after_the_warm_up_is_visible(home):
+    from retail_lakehouse import engine
+    from retail_lakehouse.kernels import KernelPool
+
+    with KernelPool(size=1, budget=1) as pool:
+        time.sleep(0.5)  # let the kernel warm up (open its session) before the table exists
+        engine.sql("CREATE TABLE retail_datalake.local_gold.made_later (id INT) USING delta")
+        engine.sql("INSERT INTO retail_datalake.local_gold.made_later VALUES (1), (2), (3)")
+        km = pool.acquire(home)
+        try:
+            out = run(km, "from retail_lakehouse.engine import get_spark\n"
+                          "print(get_spark('local').table('retail_datalake.local_gold.made_later').count())")
+        finally:
+            pool.release(km)
+    assert out.strip() == "3"
+
+
+def test_cold_kernels_without_the_fork_server(home, monkeypatch, tmp_path):
+    from retail_lakehouse.kernels import KernelPool
+
+    monkeypatch.setenv("LAKEHOUSE_FORK_KERNELS", "0")
+    with KernelPool(size=1, budget=1) as pool:
+        km = pool.acquire(tmp_path)
+        try:
+            probe = json.loads(run(km, PROBE))
+        finally:
+            pool.release(km)
+    assert probe["ppid"] == os.getpid() and probe["cwd"] == str(tmp_path) and probe["preloaded"]
+
+
+def test_kernels_and_fork_server_exit_when_the_runner_dies(home, tmp_path):
+    script = tmp_path / "runner.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "from retail_lakehouse.kernels import KernelPool\n"
+        "pool = KernelPool(size=1, budget=1).__enter__()\n"
+        "km = pool.acquire(os.getcwd())\n"
+        "from retail_lakehouse._zygote import server\n"
+        "print(json.dumps({'kernel': km.provisioner.pid, 'zygote': server._proc.pid}), flush=True)\n"
+        "os.kill(os.getpid(), 9)\n"  # killed: no clean-up runs
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    pids = json.loads(proc.stdout.strip().splitlines()[-1])
+    deadline = time.monotonic() + 15
+    while (alive(pids["kernel"]) or alive(pids["zygote"])) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive(pids["kernel"]), "the kernel outlived the process that started it"
+    assert not alive(pids["zygote"]), "the fork server outlived the process that started it"
