@@ -23,9 +23,12 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retail_lakehouse.config import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from retail_lakehouse.kernels import KernelPool
 
 OPS_DIR = PROJECT_ROOT / "ops_notebooks"
 GENERATED = PROJECT_ROOT / "book" / "_generated"
@@ -249,7 +252,7 @@ def _last_lines(text: str, n: int) -> str:
     return "\n".join(text.strip().splitlines()[-n:])
 
 
-def _execute(notebook: str, drill_name: str, key: str) -> RunRecord:
+def _execute(notebook: str, drill_name: str, key: str, kernels: KernelPool | None = None) -> RunRecord:
     import nbformat
     import papermill
 
@@ -282,6 +285,7 @@ def _execute(notebook: str, drill_name: str, key: str) -> RunRecord:
             f"[book] warning: drill {drill_name} passes {unknown}, which {notebook} does not declare",
             flush=True,
         )
+    km = kernels.acquire(OPS_DIR) if kernels is not None else None  # forked, library imported
     try:
         papermill.execute_notebook(
             str(source),
@@ -293,6 +297,7 @@ def _execute(notebook: str, drill_name: str, key: str) -> RunRecord:
             log_output=False,
             request_save_on_cell_execute=False,
             execution_timeout=600,
+            km=km,
         )
     except Exception as exc:
         output.with_suffix(".json").unlink(missing_ok=True)
@@ -303,6 +308,9 @@ def _execute(notebook: str, drill_name: str, key: str) -> RunRecord:
             f"{notebook} failed on drill {drill_name}: {type(exc).__name__}: {_last_lines(str(exc), 12)}\n"
             f"  executed notebook: {failed}"
         ) from exc
+    finally:
+        if km is not None and kernels is not None:
+            kernels.release(km)
     record.seconds = round(time.perf_counter() - started, 1)
     nb = nbformat.read(output, as_version=4)
     nbformat.write(prepare_for_site(nb, record), output)
@@ -320,19 +328,24 @@ def execute_runs(home: Path, jobs: list[tuple[str, str, str]]) -> None:
     from retail_lakehouse import engine
 
     engine.start_local_server()  # the notebooks' kernels share this engine (SPARK_REMOTE)
+    from retail_lakehouse.kernels import KernelPool
+
     failures: list[str] = []
+    pool = KernelPool(size=1, budget=len(jobs))
     try:
+        pool.__enter__()
         # Every run is attempted: one broken procedure must not hide (or block the cache of) the others.
         for notebook, drill_name, key in jobs:
             print(f"[book] drill {drill_name} -> papermill {notebook} ...", flush=True)
             try:
-                record = _execute(notebook, drill_name, key)
+                record = _execute(notebook, drill_name, key, pool)
             except RunFailed as exc:
                 failures.append(str(exc))
                 print(f"[book]   FAILED: {exc}", flush=True)
                 continue
             print(f"[book]   done in {record.seconds:.1f}s: {RUNS_DIR / record.stem}.ipynb", flush=True)
     finally:
+        pool.close()
         engine.stop_local_server()
     if failures:
         raise SystemExit(f"[book] {len(failures)} example run(s) failed:\n" + "\n".join(failures))

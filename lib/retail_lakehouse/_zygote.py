@@ -30,7 +30,7 @@ __all__ = ["ForkProvisioner", "ZygoteError", "server"]
 
 log = logging.getLogger(__name__)
 
-# What a kernel running a pipeline notebook imports anyway (the heavy part of its start).
+# What a kernel running a pipeline or ops notebook imports anyway (the heavy part of its start).
 PRELOAD = (
     "ipykernel.kernelapp",
     "ipykernel.ipkernel",
@@ -45,6 +45,10 @@ PRELOAD = (
     "retail_lakehouse.silver",
     "retail_lakehouse.gold",
     "retail_lakehouse.quality",
+    "plotly.graph_objects",
+    "plotly.io",
+    "databricks.sdk",
+    "retail_lakehouse.workspace",
 )
 _LAUNCHER = "ipykernel_launcher"
 
@@ -82,6 +86,11 @@ class _Server:
             if "pid" not in reply:
                 raise ZygoteError(f"fork server refused: {reply.get('error')}")
             return int(reply["pid"])
+
+    @property
+    def running(self) -> bool:
+        """Whether this process has a live fork server."""
+        return self._proc is not None and self._proc.poll() is None
 
     def stop(self) -> None:
         with self._lock:

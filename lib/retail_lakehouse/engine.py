@@ -229,7 +229,8 @@ def register_tables(spark: SparkSession, settings: Settings | None = None) -> in
 
 
 def refresh_tables(env: str | None = None) -> int:
-    """Register, in the open session, the tables created since it was opened; returns how many.
+    """Sync the open session's catalog with the warehouse: register the tables created since it
+    was opened, forget those deleted; returns how many were registered.
 
     A warm kernel opens its session before its notebook is due (see `retail_lakehouse.kernels`):
     tables that upstream tasks created meanwhile are registered here, the others are left as they
@@ -242,7 +243,11 @@ def refresh_tables(env: str | None = None) -> int:
     if spark is None:
         return 0
     schemas, names = _registered.get(id(spark), (set(), set()))
-    new = {n: p for n, p in local_tables(settings).items() if n not in names and n.startswith(settings.catalog + ".")}
+    current = {n: p for n, p in local_tables(settings).items() if n.startswith(settings.catalog + ".")}
+    for name in sorted(names - set(current)):  # deleted meanwhile: unknown here too, as on Databricks
+        spark.sql(f"DROP TABLE IF EXISTS {name}")
+        names.discard(name)
+    new = {n: p for n, p in current.items() if n not in names}
     for schema in sorted({n.split(".")[1] for n in new} - schemas):
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {settings.catalog}.{schema}")
         schemas.add(schema)

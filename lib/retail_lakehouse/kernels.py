@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 KERNEL_NAME = "python3"
 START_TIMEOUT = 60.0
+FORK_FROM = 3  # kernels a pool needs before it starts the fork server
 # What a pipeline notebook imports; run silently (no history, no execution count) in a new kernel.
 _WARM_UP = """\
 import os as __os
@@ -59,12 +60,17 @@ class KernelPool:
     Args:
         size: kernels kept ready (the runner's parallelism).
         budget: kernels started in total at most (the notebook tasks the run has): no kernel is
-            warmed for a task that will never come. A retry past the budget gets a cold kernel.
+            warmed for a task that will never come. A retry past the budget still gets one.
         extra_arguments: kernel command-line arguments (nbclient's in-memory history by default).
     """
 
     def __init__(self, size: int, budget: int, *, extra_arguments: list[str] | None = None) -> None:
         self.size, self.budget = max(0, size), max(0, budget)
+        # Starting the fork server costs what about two kernels cost: worth it from three on, or
+        # when this process already has one running.
+        from retail_lakehouse._zygote import server
+
+        self.fork = budget >= FORK_FROM or server.running
         self.extra_arguments = extra_arguments or ["--HistoryManager.hist_file=:memory:"]
         self._ready: list[KernelManager] = []
         self._starting = 0
@@ -97,7 +103,7 @@ class KernelPool:
             km = self._ready.pop(0) if self._ready else None
         self._fill()
         if km is None:  # every warm start failed: one cold try, errors to the caller
-            km = _start_kernel(self.extra_arguments)
+            km = _start_kernel(self.extra_arguments, fork=self.fork)
         try:
             _execute_silently(km, _ON_ACQUIRE.format(cwd=str(cwd)))
         except Exception:
@@ -145,7 +151,7 @@ class KernelPool:
     def _start_one(self) -> None:
         km: KernelManager | None = None
         try:
-            km = _start_kernel(self.extra_arguments)
+            km = _start_kernel(self.extra_arguments, fork=self.fork)
             _execute_silently(km, _WARM_UP)
         except Exception as exc:  # the caller falls back to a cold kernel
             log.warning("warm kernel failed to start: %s", exc)
@@ -169,7 +175,7 @@ def _start_kernel(extra_arguments: list[str], *, fork: bool = True) -> KernelMan
     """A started kernel: forked from the warm fork server, or launched as a new process."""
     from jupyter_client.manager import KernelManager
 
-    km = KernelManager(kernel_name=KERNEL_NAME)
+    km = KernelManager(kernel_name=KERNEL_NAME, transport="ipc")  # unix sockets: local, not TCP
     if fork and os.environ.get("LAKEHOUSE_FORK_KERNELS", "1") != "0":
         from retail_lakehouse._zygote import ForkProvisioner, ZygoteError
 
@@ -180,7 +186,7 @@ def _start_kernel(extra_arguments: list[str], *, fork: bool = True) -> KernelMan
             return km
         except ZygoteError as exc:
             log.warning("fork server unavailable (%s): launching the kernel as a new process", exc)
-            km = KernelManager(kernel_name=KERNEL_NAME)
+            km = KernelManager(kernel_name=KERNEL_NAME, transport="ipc")  # unix sockets: local, not TCP
         except Exception as exc:
             raise WarmKernelError(f"could not start a {KERNEL_NAME!r} kernel: {exc}") from exc
     try:

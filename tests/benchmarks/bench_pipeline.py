@@ -1,5 +1,8 @@
 """Pipeline speed and memory: full load, daily increment, scale factor 10, rows/s per layer.
 
+Baseline, same run: one pass with cold kernels (`LAKEHOUSE_WARM_KERNELS=0`, a fresh interpreter
+per task as papermill alone starts them) against the default warm, forked kernels.
+
 Goals (issue 3): scale factor 1 x 30 days, all four jobs (retail_daily): median <= 90 s; one new day
 on top of 30: <= 15 % of the full load; scale factor 10: time grows no more than linearly, peak
 memory <= 4 GB (the whole process tree: runner, embedded engine, notebook kernels).
@@ -50,10 +53,11 @@ def _tree_rss(root: int) -> int:
     return total
 
 
-def timed(cmd: list[str], home: Path) -> tuple[float, int, str]:
+def timed(cmd: list[str], home: Path, extra_env: dict[str, str] | None = None) -> tuple[float, int, str]:
     """Wall time, peak tree RSS and output of a command."""
     env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}
     env["LAKEHOUSE_HOME"] = str(home)
+    env.update(extra_env or {})
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = 0
@@ -103,15 +107,15 @@ print(json.dumps({k: round(rows[k] / secs[k], 1) for k in rows if secs.get(k)}))
         return {"error": out.stderr[-500:]}
 
 
-def full_and_increment(scale_factor: float, days: int) -> dict:
+def full_and_increment(scale_factor: float, days: int, extra_env: dict[str, str] | None = None) -> dict:
     home = fresh_home(f"sf{scale_factor}")
     gen = [LAKEHOUSE, "generate", "--scale-factor", str(scale_factor), "--days", str(days)]
     gen_s, _, _ = timed(gen, home)
-    full_s, full_peak, out = timed([LAKEHOUSE, "run", "retail_daily"], home)
+    full_s, full_peak, out = timed([LAKEHOUSE, "run", "retail_daily"], home, extra_env)
     run_id = re.search(r"job retail_daily run (\S+):", out).group(1)
     rates = layer_rates(home, run_id)
     timed([LAKEHOUSE, "generate", "--scale-factor", str(scale_factor), "--days", str(days + 1)], home)
-    inc_s, inc_peak, _ = timed([LAKEHOUSE, "run", "retail_daily"], home)
+    inc_s, inc_peak, _ = timed([LAKEHOUSE, "run", "retail_daily"], home, extra_env)
     return {
         "generate_s": round(gen_s, 2),
         "full_s": round(full_s, 2),
@@ -127,6 +131,7 @@ def main() -> None:
     parser.add_argument("--scale-factor", type=float, default=1.0)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--large", type=float, default=10.0, help="scale factor of the growth run; 0 skips it")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the cold-kernel baseline run")
     args = parser.parse_args()
     runs = [full_and_increment(args.scale_factor, args.days) for _ in range(args.runs)]
     fulls = sorted(r["full_s"] for r in runs)
@@ -140,6 +145,11 @@ def main() -> None:
         "increment_ratio": round(inc_median / full_median, 3),
         "runs": runs,
     }
+    if not args.no_baseline:
+        # The same run with a fresh interpreter per task, as papermill alone starts kernels.
+        cold = full_and_increment(args.scale_factor, args.days, {"LAKEHOUSE_WARM_KERNELS": "0"})
+        figures["cold_kernels"] = cold
+        figures["warm_vs_cold_full"] = round(full_median / cold["full_s"], 3)
     if args.large:
         large = full_and_increment(args.large, args.days)
         figures["large"] = {"scale_factor": args.large, **large}

@@ -60,7 +60,7 @@ def test_each_notebook_gets_its_own_forked_warm_kernel(home, tmp_path):
 
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
     a_dir.mkdir(), b_dir.mkdir()
-    with KernelPool(size=2, budget=2) as pool:
+    with KernelPool(size=2, budget=3) as pool:
         a, b = pool.acquire(a_dir), pool.acquire(b_dir)
         try:
             counts: list[int] = []
@@ -80,21 +80,29 @@ def test_each_notebook_gets_its_own_forked_warm_kernel(home, tmp_path):
     assert not alive(pa["pid"]) and not alive(pb["pid"]), "a released kernel is shut down"
 
 
-def test_a_table_created_after_the_warm_up_is_visible(home):
+def test_tables_created_or_deleted_after_the_warm_up(home):
+    import shutil
+
     from retail_lakehouse import engine
     from retail_lakehouse.kernels import KernelPool
 
+    engine.sql("CREATE TABLE retail_datalake.local_gold.gone_later (id INT) USING delta")
     with KernelPool(size=1, budget=1) as pool:
-        time.sleep(0.5)  # let the kernel warm up (open its session) before the table exists
+        time.sleep(1)  # let the kernel warm up (open its session, register tables) first
         engine.sql("CREATE TABLE retail_datalake.local_gold.made_later (id INT) USING delta")
         engine.sql("INSERT INTO retail_datalake.local_gold.made_later VALUES (1), (2), (3)")
+        shutil.rmtree(engine.table_dir("retail_datalake.local_gold.gone_later"))
         km = pool.acquire(home)
         try:
             out = run(km, "from retail_lakehouse.engine import get_spark\n"
-                          "print(get_spark('local').table('retail_datalake.local_gold.made_later').count())")
+                          "spark = get_spark('local')\n"
+                          "print(spark.table('retail_datalake.local_gold.made_later').count())\n"
+                          "print(sorted(r.tableName for r in spark.sql('SHOW TABLES IN retail_datalake.local_gold').collect()))")
         finally:
             pool.release(km)
-    assert out.strip() == "3"
+    count, tables = out.strip().splitlines()
+    assert count == "3"
+    assert "made_later" in tables and "gone_later" not in tables
 
 
 def test_cold_kernels_without_the_fork_server(home, monkeypatch, tmp_path):
@@ -115,7 +123,7 @@ def test_kernels_and_fork_server_exit_when_the_runner_dies(home, tmp_path):
     script.write_text(
         "import json, os, sys\n"
         "from retail_lakehouse.kernels import KernelPool\n"
-        "pool = KernelPool(size=1, budget=1).__enter__()\n"
+        "pool = KernelPool(size=1, budget=3).__enter__()\n"
         "km = pool.acquire(os.getcwd())\n"
         "from retail_lakehouse._zygote import server\n"
         "print(json.dumps({'kernel': km.provisioner.pid, 'zygote': server._proc.pid}), flush=True)\n"
