@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 KERNEL_NAME = "python3"
 START_TIMEOUT = 60.0
+_IPC_PREFIX = "lakehouse-kernel-"
 FORK_FROM = 3  # kernels a pool needs before it starts the fork server
 # What a pipeline notebook imports; run silently (no history, no execution count) in a new kernel.
 _WARM_UP = """\
@@ -171,11 +174,18 @@ class KernelPool:
 # ----------------------------------------------------------------------------- kernel plumbing
 
 
-def _start_kernel(extra_arguments: list[str], *, fork: bool = True) -> KernelManager:
-    """A started kernel: forked from the warm fork server, or launched as a new process."""
+def _new_manager() -> KernelManager:
+    """A kernel manager on unix sockets (local only, no TCP port) in a private folder: the
+    default `kernel-ipc-N` paths are relative to the working directory and collide."""
     from jupyter_client.manager import KernelManager
 
-    km = KernelManager(kernel_name=KERNEL_NAME, transport="ipc")  # unix sockets: local, not TCP
+    sockets = tempfile.mkdtemp(prefix=_IPC_PREFIX)
+    return KernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=os.path.join(sockets, "k"))
+
+
+def _start_kernel(extra_arguments: list[str], *, fork: bool = True) -> KernelManager:
+    """A started kernel: forked from the warm fork server, or launched as a new process."""
+    km = _new_manager()
     if fork and os.environ.get("LAKEHOUSE_FORK_KERNELS", "1") != "0":
         from retail_lakehouse._zygote import ForkProvisioner, ZygoteError
 
@@ -186,7 +196,8 @@ def _start_kernel(extra_arguments: list[str], *, fork: bool = True) -> KernelMan
             return km
         except ZygoteError as exc:
             log.warning("fork server unavailable (%s): launching the kernel as a new process", exc)
-            km = KernelManager(kernel_name=KERNEL_NAME, transport="ipc")  # unix sockets: local, not TCP
+            _shutdown(km)
+            km = _new_manager()
         except Exception as exc:
             raise WarmKernelError(f"could not start a {KERNEL_NAME!r} kernel: {exc}") from exc
     try:
@@ -221,6 +232,9 @@ def _shutdown(km: KernelManager) -> None:
         km.cleanup_resources()
     except Exception as exc:  # a kernel that already died
         log.debug("kernel shutdown: %s", exc)
+    sockets = Path(km.ip).parent
+    if km.transport == "ipc" and sockets.name.startswith(_IPC_PREFIX):
+        shutil.rmtree(sockets, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- inside the kernel

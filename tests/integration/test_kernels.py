@@ -78,6 +78,7 @@ def test_each_notebook_gets_its_own_forked_warm_kernel(home, tmp_path):
     while (alive(pa["pid"]) or alive(pb["pid"])) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(pa["pid"]) and not alive(pb["pid"]), "a released kernel is shut down"
+    assert not list(a_dir.iterdir()) and not list(b_dir.iterdir()), "no socket files in the notebook's folder"
 
 
 def test_tables_created_or_deleted_after_the_warm_up(home):
