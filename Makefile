@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export LAKEHOUSE_HOME ?= $(CURDIR)/.lakehouse
 
-.PHONY: setup demo test lint bench clean book airflow-test
+.PHONY: setup demo test lint bench clean book airflow-test airflow-venv
 
 setup: $(STAMP)
 
@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
 	$(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode -e '.[dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	$(BIN)/python -m retail_lakehouse.kernels >/dev/null
 	touch $(STAMP)
 
 demo: setup
@@ -30,7 +31,7 @@ lint: setup
 
 test: setup lint
 	$(BIN)/python -m pytest
-	$(BIN)/python -m pytest --nbmake --nbmake-timeout=600 pipeline_notebooks ops_notebooks
+	$(BIN)/python -m pytest --nbmake --nbmake-timeout=600 --nbmake-kernel=lakehouse-warm pipeline_notebooks ops_notebooks
 	$(MAKE) airflow-test
 
 # Airflow and its provider live in their own venv, so their pins cannot break the project's.
@@ -38,6 +39,8 @@ $(AIRFLOW_VENV)/.installed: airflow/requirements.txt | $(STAMP)
 	test -x $(AIRFLOW_VENV)/bin/python || $(BIN)/uv venv $(AIRFLOW_VENV) --python $(PYTHON)
 	$(BIN)/uv pip install --python $(AIRFLOW_VENV)/bin/python --quiet --compile-bytecode -r airflow/requirements.txt
 	touch $@
+
+airflow-venv: $(AIRFLOW_VENV)/.installed
 
 airflow-test: setup $(AIRFLOW_VENV)/.installed
 	h=$$(mktemp -d); AIRFLOW_HOME=$$h LAKEHOUSE_MAIN_PYTHON=$(CURDIR)/$(BIN)/python \

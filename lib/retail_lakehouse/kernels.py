@@ -12,6 +12,11 @@ one task to the next.
             papermill.execute_notebook(..., km=km)
         finally:
             pool.release(km)
+
+`execute_notebook` does the same for one notebook at a time (the book's example runs, tests):
+papermill with a kernel forked from this process's fork server. `python -m retail_lakehouse.kernels`
+installs the `lakehouse-warm` kernel spec (the `python3` kernel, launched by forking), which any
+Jupyter client can name, e.g. `pytest --nbmake --nbmake-kernel=lakehouse-warm`.
 """
 
 from __future__ import annotations
@@ -24,12 +29,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from jupyter_client.manager import KernelManager
 
-__all__ = ["KernelPool", "WarmKernelError"]
+__all__ = ["KernelPool", "WarmKernelError", "execute_notebook"]
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +176,34 @@ class KernelPool:
             _shutdown(km)
 
 
+_shared: KernelPool | None = None
+_shared_lock = threading.Lock()
+
+
+def execute_notebook(
+    source: str | Path, output: str | Path, parameters: dict[str, Any] | None = None, *, cwd: str | Path, **kwargs: Any
+) -> Any:
+    """`papermill.execute_notebook` in a forked warm kernel whose working directory is `cwd`.
+
+    Same result as papermill's own kernel (a fresh process per notebook); `kwargs` go to papermill.
+    """
+    import papermill
+
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = KernelPool(size=1, budget=1 << 30)
+            _shared.fork = True
+    km = _shared.acquire(cwd)
+    try:
+        kwargs.setdefault("progress_bar", False)
+        return papermill.execute_notebook(
+            str(source), str(output), parameters=parameters or {}, kernel_name=KERNEL_NAME, km=km, **kwargs
+        )
+    finally:
+        _shared.release(km)
+
+
 # ----------------------------------------------------------------------------- kernel plumbing
 
 
@@ -259,3 +292,31 @@ def _refresh(env: str) -> None:
 
     if load_settings(env).is_local and os.environ.get("SPARK_REMOTE"):
         engine.refresh_tables(env)
+
+
+# ----------------------------------------------------------------------------- kernel spec
+
+WARM_SPEC = "lakehouse-warm"
+
+
+def install_kernel_spec(prefix: str | None = None) -> str:
+    """Install the `lakehouse-warm` kernel spec into `prefix` (default: this environment)."""
+    import json
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    python = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+    spec = {
+        "argv": python.argv,
+        "display_name": "Python 3 (lakehouse, warm)",
+        "language": "python",
+        "metadata": {"kernel_provisioner": {"provisioner_name": "lakehouse-fork-provisioner"}},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "kernel.json").write_text(json.dumps(spec, indent=1))
+        return KernelSpecManager().install_kernel_spec(tmp, WARM_SPEC, prefix=prefix or sys.prefix)
+
+
+if __name__ == "__main__":
+    print(install_kernel_spec())

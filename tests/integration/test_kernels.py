@@ -137,3 +137,18 @@ def test_kernels_and_fork_server_exit_when_the_runner_dies(home, tmp_path):
         time.sleep(0.2)
     assert not alive(pids["kernel"]), "the kernel outlived the process that started it"
     assert not alive(pids["zygote"]), "the fork server outlived the process that started it"
+
+
+def test_the_lakehouse_warm_kernel_spec_forks(home, tmp_path):
+    """`make setup` installs it; nbmake in `make test` runs the notebooks on it."""
+    from jupyter_client.manager import KernelManager
+
+    from retail_lakehouse.kernels import WARM_SPEC
+
+    km = KernelManager(kernel_name=WARM_SPEC)
+    km.start_kernel(cwd=str(tmp_path))
+    try:
+        probe = json.loads(run(km, PROBE))
+    finally:
+        km.shutdown_kernel(now=True)
+    assert probe["ppid"] != os.getpid() and probe["cwd"] == str(tmp_path) and probe["preloaded"]
