@@ -14,7 +14,6 @@ import functools
 import json
 import logging
 import os
-import queue
 import re
 import secrets
 import threading
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from retail_lakehouse.bundle import Bundle, JobSpec, TaskSpec, load_bundle, param_str
 from retail_lakehouse.config import lakehouse_home, load_settings
 from retail_lakehouse.errors import JobFailedError, ParameterError
+from retail_lakehouse.job_runs import Recorder, row
 from retail_lakehouse.kernels import KERNEL_NAME, KernelPool
 
 if TYPE_CHECKING:
@@ -45,11 +45,6 @@ DEFAULT_BACKOFF_SECONDS = 2.0
 MAX_ERROR_CHARS = 2000
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _DYNAMIC = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
-_JOB_RUNS_SCHEMA = (
-    "run_id string, job_name string, task_key string, attempt int, state string, start_time timestamp, "
-    "end_time timestamp, duration_seconds double, error_class string, error_message string, "
-    "parameters string, output_path string, compute string, recorded_at timestamp"
-)
 
 
 @dataclass
@@ -266,7 +261,7 @@ def run_job(
         from retail_lakehouse import engine
 
         engine.start_local_server(settings)
-    recorder = _Recorder(env)
+    recorder = Recorder(env)
     if warm_kernels is None:
         warm_kernels = os.environ.get("LAKEHOUSE_WARM_KERNELS", "1") != "0"
     parallel = max_parallel or min(2, os.cpu_count() or 1)
@@ -334,7 +329,7 @@ class _Execution:
         root: Path,
         max_parallel: int,
         backoff: float | None,
-        recorder: _Recorder,
+        recorder: Recorder,
         cancel: threading.Event,
         kernels: KernelPool,
     ) -> None:
@@ -429,7 +424,7 @@ class _Execution:
         r.state, r.end = state, _now()
         r.tasks.sort(key=lambda t: (t.start, t.attempt, t.task_key))
         self.recorder.add(
-            _row(
+            row(
                 r.run_id,
                 r.job_name,
                 None,
@@ -534,7 +529,7 @@ class _Execution:
         with self._lock:
             self.result.tasks.append(run)
         self.recorder.add(
-            _row(
+            row(
                 self.run_id,
                 self.job.name,
                 run.task_key,
@@ -686,90 +681,3 @@ def _run_if(spec: TaskSpec, upstream: list[str]) -> str | None:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-# ----------------------------------------------------------------------------- recording
-
-
-def _row(
-    run_id: str,
-    job_name: str,
-    task_key: str | None,
-    attempt: int | None,
-    state: str,
-    start: datetime,
-    end: datetime | None,
-    error_class: str | None,
-    error_message: str | None,
-    parameters: dict[str, str],
-    output_path: str | None,
-    compute: dict[str, Any],
-) -> tuple[Any, ...]:
-    duration = (end - start).total_seconds() if end else None
-    return (
-        run_id,
-        job_name,
-        task_key,
-        attempt,
-        state,
-        start,
-        end,
-        duration,
-        error_class,
-        error_message,
-        json.dumps(parameters, sort_keys=True),
-        output_path,
-        json.dumps(compute, sort_keys=True),
-    )
-
-
-class _Recorder:
-    """Appends job_runs rows from a background thread, in batches, so recording never delays tasks.
-
-    A failed write is logged and kept as a warning of the run; it never replaces a task's error.
-    """
-
-    def __init__(self, env: str) -> None:
-        self.env = env
-        self.problems: list[str] = []
-        self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="job-runs-recorder", daemon=True)
-        self._thread.start()
-
-    def add(self, row: tuple[Any, ...]) -> None:
-        self._queue.put(row)
-
-    def close(self) -> list[str]:
-        """Write what is queued, stop, and return the recording problems."""
-        self._queue.put(None)
-        self._thread.join()
-        return self.problems
-
-    def _loop(self) -> None:
-        stop = False
-        while not stop:
-            batch = [self._queue.get()]
-            while True:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            stop = None in batch
-            rows = [r for r in batch if r is not None]
-            if rows:
-                self._write(rows)
-
-    def _write(self, rows: list[tuple[Any, ...]]) -> None:
-        try:
-            from retail_lakehouse import engine, writes
-
-            spark = engine.get_spark(self.env)
-            recorded = _now()
-            df = spark.createDataFrame([(*r, recorded) for r in rows], _JOB_RUNS_SCHEMA)
-            writes.write_table(df, "monitoring.job_runs", mode="append", env=self.env)
-        except (Exception, SystemExit) as exc:  # pyspark may sys.exit() on import; keep the thread alive
-            problem = (
-                f"could not record {len(rows)} row(s) in job_runs: {type(exc).__name__}: {str(exc)[:500]}"
-            )
-            log.warning(problem)
-            self.problems.append(problem)
