@@ -2,31 +2,49 @@
 
 `connect(env)` returns a `WorkspaceClient`: for dev/qa/prod from the SDK's standard auth chain
 (the environment's profile in `params/<env>.yaml`, or DATABRICKS_* variables); for `local` from the
-local workspace (`lakehouse workspace start`, or one started in this process). The helpers below
-work the same against both.
+local workspace. The helpers below work the same against both.
+
+Which local workspace: the one `LAKEHOUSE_HOME/workspace/server.json` names if it answers (started by
+`lakehouse workspace start`, or by an earlier `connect`), else the one this process runs. Failing
+both, a process that has no engine of its own (a notebook run from a terminal with papermill) starts
+the workspace in the background, so its engine and registered tables serve the next notebook runs
+too: a notebook then pays for its kernel and its own work, not for starting an engine. That server
+stops after `LAKEHOUSE_WORKSPACE_IDLE_MINUTES` (default 20) without requests, and is replaced when
+the library, the bundle or the parameter files change. `LAKEHOUSE_WORKSPACE_AUTOSTART=0`, or a
+process that already shares an engine (`SPARK_REMOTE`: tests, job runs), starts it in-process instead.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
+import os
+import re
+import sys
 import time
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from retail_lakehouse.config import load_settings
-from retail_lakehouse.errors import ConfigError, JobFailedError, JobNotFoundError, SqlError
+from retail_lakehouse.errors import ConfigError, JobFailedError, JobNotFoundError, ParameterError, SqlError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import date, datetime
 
     import pandas as pd
+    import pyarrow as pa
     from databricks.sdk import WorkspaceClient
     from databricks.sdk.service.jobs import Run
+    from databricks.sdk.service.sql import StatementResponse
 
 __all__ = ["billing_usage", "cluster_events", "connect", "get_run", "query_history", "run_job", "run_sql"]
 
 _TERMINAL = {"TERMINATED", "SKIPPED", "INTERNAL_ERROR"}
+DEFAULT_IDLE_MINUTES = 20
+_log = logging.getLogger(__name__)
 
 
 def connect(env: str | None = None) -> WorkspaceClient:
@@ -37,14 +55,13 @@ def connect(env: str | None = None) -> WorkspaceClient:
 
     Returns:
         A `databricks.sdk.WorkspaceClient`. Locally it points at the running local workspace
-        (`LAKEHOUSE_HOME/workspace/server.json`) or at one started in this process.
+        (`LAKEHOUSE_HOME/workspace/server.json`), at the one of this process, or at one started
+        now (see the module's docstring).
     """
-    import os
-
-    from databricks.sdk import WorkspaceClient
-
     settings = load_settings(env)
     if not settings.is_local:
+        from databricks.sdk import WorkspaceClient
+
         # The SDK's standard chain: what the environment says wins (DATABRICKS_HOST/TOKEN or a
         # DATABRICKS_CONFIG_PROFILE), else the profile named in params/<env>.yaml.
         profile = settings.databricks.get("profile")
@@ -52,15 +69,164 @@ def connect(env: str | None = None) -> WorkspaceClient:
         if profile and not chosen:
             return WorkspaceClient(profile=profile)
         return WorkspaceClient()
-    from retail_lakehouse.local_workspace import cli
+    host, token = _local_endpoint()
+    return _local_client(host, token)
 
-    host, token = cli.live_server() or (None, None)
-    if host is None:
+
+# ----------------------------------------------------------------------------- the local workspace
+
+
+class _Live(NamedTuple):
+    host: str
+    token: str
+    pid: int
+
+
+def _workspace_dir() -> Path:
+    # Not local_workspace.workspace_dir(): importing that package costs the whole SDK (~1.5 s), which
+    # connect() imports only once a server is on its way (see _autostart).
+    from retail_lakehouse.config import lakehouse_home
+
+    return lakehouse_home() / "workspace"
+
+
+def _live_server(timeout: float = 5.0) -> _Live | None:
+    """The workspace `server.json` names, if it answers (the same check as `lakehouse workspace status`)."""
+    import urllib.error
+    import urllib.request
+
+    root = _workspace_dir()
+    try:
+        info = json.loads((root / "server.json").read_text())
+        token = (root / ".token").read_text().strip()
+    except (OSError, ValueError):
+        return None
+    host = info.get("host")
+    if not host or not token:
+        return None
+    req = urllib.request.Request(f"{host}/api/2.0/sql/warehouses", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - our own 127.0.0.1 server
+            if resp.status != 200:
+                return None
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return _Live(host, token, int(info.get("pid") or 0))
+
+
+def _code_stamp() -> str:
+    """Changes when the code or configuration an auto-started server loaded changes."""
+    import hashlib
+
+    from retail_lakehouse.config import PROJECT_ROOT, params_dir
+
+    package = Path(__file__).parent
+    files = [p for p in package.rglob("*") if p.suffix in (".py", ".yaml")]
+    files += [PROJECT_ROOT / "databricks.yml", *params_dir().glob("*.yaml")]
+    newest = max((p.stat().st_mtime_ns for p in files if p.is_file()), default=0)
+    key = f"{newest}|{len(files)}|{params_dir()}|{sys.executable}"
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def _outdated(live: _Live) -> bool:
+    """True for a server connect() started (not `lakehouse workspace start`) whose code has changed since."""
+    try:
+        started = json.loads((_workspace_dir() / "autostart.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return started.get("pid") == live.pid and started.get("stamp") != _code_stamp()
+
+
+def _autostart_allowed() -> bool:
+    if os.environ.get("SPARK_REMOTE"):
+        return False  # this process (tree) shares an engine already: serve from it, in-process
+    return os.environ.get("LAKEHOUSE_WORKSPACE_AUTOSTART", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _in_process() -> Any:
+    module = sys.modules.get("retail_lakehouse.local_workspace")
+    return module.current() if module is not None else None
+
+
+def _local_endpoint() -> tuple[str, str]:
+    live = _live_server()
+    if live is not None and not _outdated(live):
+        return live.host, live.token
+    ws = _in_process()
+    if ws is None and _autostart_allowed():
+        started = _autostart()
+        if started is not None:
+            return started
+    if ws is None:
         from retail_lakehouse import local_workspace
 
         ws = local_workspace.current() or local_workspace.start()
-        host, token = ws.host, ws.token
-    return _local_client(host, token)
+    return ws.host, ws.token
+
+
+def _autostart() -> tuple[str, str] | None:
+    """Start the local workspace as a background process (one per LAKEHOUSE_HOME); None if it fails."""
+    import subprocess
+
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock to share a start with
+        return None
+    root = _workspace_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "autostart.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a notebook run in parallel may be starting it: wait, then reuse it
+        live = _live_server()
+        if live is not None and not _outdated(live):
+            return live.host, live.token
+        if live is not None:
+            _log.info("local workspace %s runs older code: replacing it", live.host)
+            _terminate(live.pid)
+        (root / "server.json").unlink(missing_ok=True)
+        idle = os.environ.get("LAKEHOUSE_WORKSPACE_IDLE_MINUTES") or str(DEFAULT_IDLE_MINUTES)
+        env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}
+        with open(root / "server.log", "ab") as out:
+            proc = subprocess.Popen(  # noqa: S603 - our own module
+                [sys.executable, "-m", "retail_lakehouse.local_workspace", "--port", "0", "--idle-minutes", idle],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+            )
+        # The client needs the SDK anyway: importing it here overlaps its ~1.5 s with the server's start.
+        import databricks.sdk  # noqa: F401
+
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                _log.warning("the local workspace exited with code %s (see %s); serving in-process",
+                             proc.returncode, root / "server.log")
+                return None
+            live = _live_server()
+            if live is not None and live.pid == proc.pid:
+                (root / "autostart.json").write_text(json.dumps({"pid": proc.pid, "stamp": _code_stamp()}))
+                return live.host, live.token
+            time.sleep(0.05)
+        _log.warning("the local workspace did not answer in 90 s (see %s); serving in-process", root / "server.log")
+        proc.terminate()
+        return None
+
+
+def _terminate(pid: int, wait: float = 15.0) -> None:
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 def _local_client(host: str, token: str | None) -> WorkspaceClient:
@@ -91,6 +257,15 @@ def warehouse_id(w: WorkspaceClient, env: str | None = None) -> str:
 # ----------------------------------------------------------------------------- SQL
 
 
+INLINE_MAX_ROWS = 10_000  # `auto`: a query ending in `LIMIT n` with n up to this is fetched INLINE
+DOWNLOAD_THREADS = 4  # external-link chunks downloaded at once
+DOWNLOAD_TIMEOUT = 120  # seconds a chunk download may stall (connect, or between bytes)
+_LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
+_QUERY = re.compile(r"(?:\(\s*)*(?:SELECT|WITH|FROM|TABLE|VALUES)\b", re.IGNORECASE)
+_READS_TABLE = re.compile(r"\b(?:FROM|TABLE)\b", re.IGNORECASE)
+_LIMIT = re.compile(r"\bLIMIT\s+(\d+)\s*;?\s*$", re.IGNORECASE)
+
+
 def run_sql(
     w: WorkspaceClient,
     statement: str,
@@ -99,6 +274,7 @@ def run_sql(
     warehouse_id: str | None = None,
     env: str | None = None,
     timeout: float = 600,
+    disposition: Literal["auto", "INLINE", "EXTERNAL_LINKS"] = "auto",
 ) -> pd.DataFrame:
     """Run a statement on a SQL warehouse and return the whole result, typed from its manifest.
 
@@ -109,16 +285,31 @@ def run_sql(
         warehouse_id: warehouse (default: see `warehouse_id()`).
         env: environment whose settings name the warehouse.
         timeout: seconds to wait for the statement.
+        disposition: how the result is fetched. `EXTERNAL_LINKS`: ARROW_STREAM chunks downloaded in
+            parallel from the short-lived links the warehouse gives (without the workspace token),
+            any size. `INLINE`: JSON_ARRAY rows in the API responses, at most 25 MiB. `auto`: INLINE
+            for statements that read no table (`SELECT 1`, SHOW, DESCRIBE, DDL, DML) or end in
+            `LIMIT n` with n <= INLINE_MAX_ROWS, EXTERNAL_LINKS for other queries.
 
     Raises:
-        SqlError: the statement failed or was canceled; the message has the warehouse's error.
+        SqlError: the statement failed or was canceled, or a chunk could not be downloaded; the
+            message has the warehouse's error.
     """
-    from databricks.sdk.service.sql import StatementParameterListItem
+    from databricks.sdk.service.sql import Disposition, Format, StatementParameterListItem
 
+    if disposition not in ("auto", "INLINE", "EXTERNAL_LINKS"):
+        raise ParameterError("disposition", f"disposition must be auto, INLINE or EXTERNAL_LINKS, got {disposition!r}")
+    external = disposition == "EXTERNAL_LINKS" or (disposition == "auto" and _wants_links(statement))
     wid = warehouse_id or globals()["warehouse_id"](w, env)
     items = [StatementParameterListItem(name=k, value=_param_value(v), type=_param_type(v)) for k, v in (params or {}).items()]
     response = w.statement_execution.execute_statement(
-        statement, wid, parameters=items or None, wait_timeout="30s", on_wait_timeout=_continue()
+        statement,
+        wid,
+        parameters=items or None,
+        wait_timeout="30s",
+        on_wait_timeout=_continue(),
+        disposition=Disposition.EXTERNAL_LINKS if external else Disposition.INLINE,
+        format=Format.ARROW_STREAM if external else Format.JSON_ARRAY,
     )
     deadline = time.monotonic() + timeout
     delay = 0.05
@@ -136,13 +327,27 @@ def run_sql(
         raise SqlError(f"statement {state}: {detail}\n  in statement: {statement[:400]}")
     manifest = response.manifest
     columns = manifest.schema.columns or [] if manifest and manifest.schema else []
+    if external:
+        table = _download_chunks(w, response)
+        if table.num_rows == 0 and table.num_columns != len(columns):  # no chunk at all: an empty result
+            table = _json_table(len(columns), [])
+        return _frame(columns, table)
     rows: list[list[Any]] = list(response.result.data_array or []) if response.result else []
     next_index = response.result.next_chunk_index if response.result else None
     while next_index is not None:
         chunk = w.statement_execution.get_statement_result_chunk_n(response.statement_id, next_index)
         rows.extend(chunk.data_array or [])
         next_index = chunk.next_chunk_index
-    return _frame(columns, rows)
+    return _frame(columns, _json_table(len(columns), rows))
+
+
+def _wants_links(statement: str) -> bool:
+    """`auto`: is the statement a query of a table whose result size nothing bounds?"""
+    text = _LEADING_COMMENTS.sub("", statement, count=1)
+    if not _QUERY.match(text) or not _READS_TABLE.search(text):
+        return False
+    limit = _LIMIT.search(text)
+    return not (limit and int(limit.group(1)) <= INLINE_MAX_ROWS)
 
 
 def _continue() -> Any:
@@ -181,47 +386,175 @@ def _param_value(value: Any) -> str | None:
     return str(value)
 
 
-def _integers(series: pd.Series) -> pd.api.extensions.ExtensionArray:
-    """Integer strings -> nullable Int64, parsed in C (numpy's str -> int64 cast): exact for 64-bit values."""
-    import numpy as np
+def _download_chunks(w: WorkspaceClient, response: StatementResponse) -> pa.Table:
+    """The ARROW_STREAM chunks of an EXTERNAL_LINKS result, downloaded in parallel, in order.
+
+    Links are presigned URLs: fetched without the workspace's Authorization header (plain requests,
+    no .netrc either), with the `http_headers` the link names. A link that expired or is refused is
+    asked for again once (`get_statement_result_chunk_n` gives a fresh one).
+    """
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+    import requests
+
+    sid = response.statement_id
+    manifest = response.manifest
+    count = (manifest.total_chunk_count or len(manifest.chunks or [])) if manifest else 0
+    known = {link.chunk_index: link for link in (response.result.external_links or [])} if response.result else {}
+    local = threading.local()
+    sessions: list[requests.Session] = []
+
+    def fresh_link(index: int) -> Any:
+        links = w.statement_execution.get_statement_result_chunk_n(sid, index).external_links or []
+        for link in links:
+            if link.chunk_index == index:
+                return link
+        raise SqlError(f"the warehouse gave no link for chunk {index} of statement {sid}")
+
+    def fetch(index: int) -> pa.Table:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()  # one per thread: keep-alive across its chunks
+            sessions.append(local.session)
+        link = known.get(index)
+        if link is None or _expired(link.expiration):
+            link = fresh_link(index)
+        for attempt in (1, 2):
+            resp = local.session.get(
+                link.external_link, headers=link.http_headers or {}, auth=_no_auth, timeout=DOWNLOAD_TIMEOUT
+            )
+            if resp.status_code in (401, 403) and attempt == 1:
+                link = fresh_link(index)  # expired or revoked: a new link for the same chunk
+                continue
+            if resp.status_code != 200:  # the URL is a credential: never in a message
+                raise SqlError(f"downloading chunk {index} of statement {sid} failed: HTTP {resp.status_code}")
+            return pa.ipc.open_stream(pa.py_buffer(resp.content)).read_all()
+        raise AssertionError("unreachable")
+
+    if count == 0:
+        return pa.table({})
+    try:
+        if count == 1:
+            return fetch(0)
+        with ThreadPoolExecutor(max_workers=min(DOWNLOAD_THREADS, count), thread_name_prefix="sql-chunk") as pool:
+            tables = list(pool.map(fetch, range(count)))
+        return pa.concat_tables(tables)
+    finally:
+        for session in sessions:
+            session.close()
+
+
+def _no_auth(request: Any) -> Any:
+    """requests auth hook: no Authorization header at all (not even from ~/.netrc)."""
+    request.headers.pop("Authorization", None)
+    return request
+
+
+def _expired(expiration: str | None) -> bool:
+    from datetime import UTC, datetime, timedelta
+
+    if not expiration:
+        return False
+    try:
+        stamp = datetime.fromisoformat(expiration.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return stamp <= datetime.now(UTC) + timedelta(seconds=5)
+
+
+def _json_table(width: int, rows: list[list[Any]]) -> pa.Table:
+    """JSON_ARRAY rows (strings and nulls) -> an Arrow table of string columns `0..width-1`."""
+    from operator import itemgetter
+
+    import pyarrow as pa
+
+    columns = [pa.array(list(map(itemgetter(i), rows)), pa.string()) for i in range(width)]
+    return pa.Table.from_arrays(columns, names=[str(i) for i in range(width)])
+
+
+def _frame(columns: list[Any], table: pa.Table) -> pd.DataFrame:
+    """A result as pandas, each column typed from its Databricks type name.
+
+    The same frame whether the values come as JSON_ARRAY text or as Arrow: integers as Int64,
+    DOUBLE/FLOAT float64, DECIMAL Decimal, BOOLEAN boolean, DATE datetime64, TIMESTAMP UTC datetime64,
+    ARRAY/MAP/STRUCT Python lists and dicts (as JSON reads them), BINARY bytes, the rest strings.
+    """
     import pandas as pd
 
-    values = series.to_numpy(dtype=object)
-    mask = pd.isna(values)
-    if mask.any():
-        values = values.copy()
-        values[mask] = "0"
-    parsed = values.astype(str).astype(np.int64) if len(values) else np.array([], dtype=np.int64)
-    return pd.arrays.IntegerArray(parsed, mask.astype(bool))
+    series = {i: _series(col, table.column(i)) for i, col in enumerate(columns)}
+    frame = pd.DataFrame(series)
+    frame.columns = [c.name for c in columns]  # names may repeat (SELECT a.id, b.id)
+    return frame
 
 
-def _frame(columns: list[Any], rows: list[list[Any]]) -> pd.DataFrame:
-    """JSON_ARRAY rows -> pandas, each column typed from its Databricks type name."""
+def _series(col: Any, values: pa.ChunkedArray) -> pd.Series:
     import pandas as pd
+    import pyarrow as pa
 
-    names = [c.name for c in columns]
-    raw = pd.DataFrame(rows, columns=names, dtype=object) if rows else pd.DataFrame({n: [] for n in names}, dtype=object)
-    out = {}
-    for i, col in enumerate(columns):
-        series = raw.iloc[:, i]
-        kind = col.type_name.value if col.type_name else "STRING"
+    kind = col.type_name.value if col.type_name else "STRING"
+    text = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
+    try:
         if kind in ("LONG", "INT", "SHORT", "BYTE"):
-            out[col.name] = _integers(series)
-        elif kind in ("DOUBLE", "FLOAT"):
-            out[col.name] = pd.to_numeric(series, errors="coerce").astype("float64")
-        elif kind == "DECIMAL":
-            out[col.name] = pd.Series([None if v is None else Decimal(v) for v in series], dtype=object)
-        elif kind == "BOOLEAN":
-            out[col.name] = pd.array([None if v is None else v == "true" for v in series], dtype="boolean")
-        elif kind == "DATE":
-            out[col.name] = pd.to_datetime(series, errors="coerce")
-        elif kind == "TIMESTAMP":
-            out[col.name] = pd.to_datetime(series, errors="coerce", utc=True)
-        elif kind in ("ARRAY", "MAP", "STRUCT"):
-            out[col.name] = pd.Series([None if v is None else json.loads(v) for v in series], dtype=object)
-        else:
-            out[col.name] = series.astype(object)
-    return pd.DataFrame(out, columns=names)
+            return values.cast(pa.int64()).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+        if kind in ("DOUBLE", "FLOAT"):
+            return values.cast(pa.float64()).to_pandas()
+        if kind == "BOOLEAN":
+            return values.cast(pa.bool_()).to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
+        if kind == "DATE":
+            return (values.cast(pa.date32()) if text else values).cast(pa.timestamp("ns")).to_pandas()
+        if kind == "TIMESTAMP":
+            return values.cast(pa.timestamp("ns", "UTC")).to_pandas()
+        if kind == "DECIMAL" and text and col.type_precision and col.type_precision <= 38:
+            return values.cast(pa.decimal128(col.type_precision, col.type_scale or 0)).to_pandas()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass  # values Arrow cannot parse or cast: pandas' lenient parsing below (unparsable -> null)
+    if kind in ("DATE", "TIMESTAMP", "LONG", "INT", "SHORT", "BYTE", "DOUBLE", "FLOAT", "BOOLEAN"):
+        return _lenient(kind, values)
+    if kind in ("ARRAY", "MAP", "STRUCT"):
+        items = values.to_pylist() if text else values.to_pylist(maps_as_pydicts="lossy")
+        return pd.Series([None if v is None else json.loads(v) if text else _plain(v) for v in items], dtype=object)
+    if kind == "DECIMAL":
+        return pd.Series([None if v is None else Decimal(v) if text else v for v in values.to_pylist()], dtype=object)
+    if kind == "BINARY":
+        return pd.Series([None if v is None else base64.b64decode(v) if text else v for v in values.to_pylist()], dtype=object)
+    if text or pa.types.is_null(values.type):
+        return values.to_pandas().astype(object)
+    return pd.Series([None if v is None else str(v) for v in values.to_pylist()], dtype=object)
+
+
+def _lenient(kind: str, values: pa.ChunkedArray) -> pd.Series:
+    import pandas as pd
+
+    raw = pd.Series(values.to_pylist(), dtype=object)
+    if kind == "DATE":
+        return pd.to_datetime(raw, errors="coerce")
+    if kind == "TIMESTAMP":
+        return pd.to_datetime(raw, errors="coerce", utc=True)
+    if kind == "BOOLEAN":
+        return pd.array([None if v is None else str(v).lower() == "true" for v in raw], dtype="boolean")
+    number = pd.to_numeric(raw, errors="coerce")
+    return number.astype("float64") if kind in ("DOUBLE", "FLOAT") else number.astype("Int64")
+
+
+def _plain(v: Any) -> Any:
+    """A nested Arrow value as JSON text of it would read: dict keys strings, dates, times and decimals
+    as text (timestamps UTC with milliseconds, as JSON_ARRAY writes them)."""
+    import datetime as dt
+
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    if isinstance(v, dt.datetime):
+        if v.tzinfo is not None:
+            v = v.astimezone(dt.UTC)
+        return v.strftime("%Y-%m-%dT%H:%M:%S.") + f"{v.microsecond // 1000:03d}Z"
+    if isinstance(v, dt.date | Decimal):
+        return str(v)
+    if isinstance(v, bytes):
+        return str(v)
+    return v
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -353,13 +686,14 @@ def query_history(
     start: datetime | None = None,
     end: datetime | None = None,
     statuses: list[str] | None = None,
+    query_ids: list[str] | None = None,
     max_results: int = 100,
 ) -> pd.DataFrame:
-    """Statements served by the SQL warehouses, most recent first."""
+    """Statements served by the SQL warehouses, most recent first (optionally only the given query ids)."""
     import pandas as pd
     from databricks.sdk.service.sql import QueryFilter, QueryStatus, TimeRange
 
-    filt = QueryFilter()
+    filt = QueryFilter(statement_ids=list(query_ids) if query_ids else None)
     if start or end:
         filt.query_start_time_range = TimeRange(
             start_time_ms=int(start.timestamp() * 1000) if start else None,

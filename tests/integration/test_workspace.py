@@ -113,7 +113,7 @@ def test_run_sql_types_the_frame(w):
         w,
         "SELECT id, id * 1.5D AS x, id % 2 = 0 AS even, DATE'2024-01-01' AS d, array(id) AS a FROM range(10)",
     )
-    assert len(df) == 10  # 3 chunks of at most 4 rows
+    assert len(df) == 10  # auto: a query of a table, so EXTERNAL_LINKS + ARROW_STREAM
     assert str(df["id"].dtype) == "Int64" and str(df["x"].dtype) == "float64"
     assert str(df["even"].dtype) == "boolean" and str(df["d"].dtype).startswith("datetime64")
     assert df["a"].iloc[3] == [3] and df["id"].tolist() == list(range(10))

@@ -25,7 +25,7 @@ def start(port: int = 0, *, bundle_path: str | Path | None = None, **options: ob
     Args:
         port: TCP port on 127.0.0.1 (0: any free port).
         bundle_path: bundle whose jobs are registered (default `databricks.yml`).
-        **options: `env`, `chunk_rows`, `chunk_bytes` (see `_server.start`).
+        **options: `env`, `chunk_rows`, `chunk_bytes`, `link_chunk_rows`, `link_chunk_bytes` (see `_server.start`).
     """
     global _current
     with _lock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,22 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error_code": self.error_code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class RawBody:
+    """A response body already encoded: its parts (bytes-like: bytes, Arrow buffers) are sent in order.
+
+    Large results are answered this way: JSON spliced around rows serialized from Arrow columns, or
+    Arrow IPC streams, without building one Python object per value or copying the parts together.
+    """
+
+    parts: tuple[Any, ...]
+    content_type: str = "application/json"
+
+    @property
+    def size(self) -> int:
+        return sum(memoryview(p).nbytes for p in self.parts)
 
 
 def not_found(message: str) -> ApiError:

@@ -19,9 +19,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from databricks.sdk.service import sql as dbsql
 
-from retail_lakehouse.local_workspace._common import WORKSPACE_ID, ApiError, as_int
+from retail_lakehouse.local_workspace._common import WORKSPACE_ID, ApiError, RawBody, as_int
 from retail_lakehouse.local_workspace._files import WorkspaceFiles
 from retail_lakehouse.local_workspace._jobs import JobsService
+from retail_lakehouse.local_workspace._results import LINK_PATH, ChunkLimits
 from retail_lakehouse.local_workspace._statements import WAREHOUSE_ID, StatementService
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_CHUNK_ROWS = 10_000
 DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024
 
-Handler = Callable[[dict[str, Any], dict[str, Any], re.Match[str]], dict[str, Any]]
+Handler = Callable[[dict[str, Any], dict[str, Any], re.Match[str]], dict[str, Any] | RawBody]
+_LINK = re.compile(re.escape(LINK_PATH) + r"/(?P<id>[^/]+)/(?P<n>\d+)$")
 
 
 def workspace_dir() -> Path:
@@ -190,7 +192,7 @@ def _handler_class(ws: LocalWorkspace, routes: list[tuple[str, re.Pattern[str], 
                 status, body = 500, {"error_code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}"}
             self._send(status, body)
 
-        def _dispatch(self, method: str) -> tuple[int, dict[str, Any]]:
+        def _dispatch(self, method: str) -> tuple[int, dict[str, Any] | RawBody]:
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_BODY_BYTES:
                 self.close_connection = True
@@ -202,6 +204,12 @@ def _handler_class(ws: LocalWorkspace, routes: list[tuple[str, re.Pattern[str], 
             if method == "GET" and url.path == "/.well-known/databricks-config":
                 # Public on Databricks too: the SDK's host discovery (no secrets in it).
                 return 200, {"oidc_endpoint": f"{ws.host}/oidc", "workspace_id": WORKSPACE_ID}
+            link = _LINK.match(url.path) if method == "GET" else None
+            if link:
+                # A result chunk's external link: the signature in the URL is the credential, as
+                # with a presigned cloud storage URL; the bearer token must not be sent.
+                auth = self.headers.get("Authorization")
+                return 200, ws.statements.download(link["id"], int(link["n"]), _query(url.query), auth)
             auth = self.headers.get("Authorization")
             if not auth:
                 raise ApiError(401, "UNAUTHENTICATED", "no credentials: send 'Authorization: Bearer <token>'")
@@ -234,16 +242,21 @@ def _handler_class(ws: LocalWorkspace, routes: list[tuple[str, re.Pattern[str], 
             with contextlib.suppress(OSError):  # small JSON answers: no Nagle/delayed-ACK stalls
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-        def _send(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
+        def _send(self, status: int, body: dict[str, Any] | RawBody) -> None:
+            raw = body if isinstance(body, RawBody) else RawBody((json.dumps(body).encode(),))
             try:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Type", raw.content_type)
+                self.send_header("Content-Length", str(raw.size))
                 if self.close_connection:
                     self.send_header("Connection", "close")
-                self._headers_buffer.append(b"\r\n" + data)  # headers and body in one write
-                self.flush_headers()
+                if len(raw.parts) == 1 and raw.size < 65536:
+                    self._headers_buffer.append(b"\r\n" + bytes(raw.parts[0]))  # headers and body in one write
+                    self.flush_headers()
+                else:
+                    self.end_headers()
+                    for part in raw.parts:  # large bodies: each part as it is (Arrow buffers), no joined copy
+                        self.wfile.write(memoryview(part))
             except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
                 self.close_connection = True  # the client went away: nothing to answer
 
@@ -264,6 +277,8 @@ def start(
     bundle_path: str | Path | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    link_chunk_rows: int = ChunkLimits.link_rows,
+    link_chunk_bytes: int = ChunkLimits.link_bytes,
     background: bool = True,
 ) -> LocalWorkspace:
     """Start a local workspace on 127.0.0.1.
@@ -272,8 +287,10 @@ def start(
         port: TCP port (0: any free port).
         env: environment of the engine and the runner (`local`).
         bundle_path: bundle whose jobs are registered (default `databricks.yml`).
-        chunk_rows: most rows in one result chunk of a statement.
-        chunk_bytes: about the most bytes of JSON in one result chunk.
+        chunk_rows: most rows in one INLINE result chunk of a statement.
+        chunk_bytes: about the most bytes of JSON in one INLINE result chunk.
+        link_chunk_rows: most rows in one EXTERNAL_LINKS chunk.
+        link_chunk_bytes: about the most bytes (Arrow) in one EXTERNAL_LINKS chunk.
         background: serve from a daemon thread (False: call `serve_forever()` yourself).
 
     Returns:
@@ -287,7 +304,13 @@ def start(
     jobs = JobsService(
         home=root.parent, env=env, bundle_path=Path(bundle_path) if bundle_path else None, resolve_notebook=files.notebook
     )
-    statements = StatementService(env=env, chunk_rows=chunk_rows, chunk_bytes=chunk_bytes)
+    statements = StatementService(
+        env=env,
+        chunk_rows=chunk_rows,
+        chunk_bytes=chunk_bytes,
+        link_chunk_rows=link_chunk_rows,
+        link_chunk_bytes=link_chunk_bytes,
+    )
     httpd = _Server(("127.0.0.1", port), BaseHTTPRequestHandler)
     actual = httpd.server_address[1]
     ws = LocalWorkspace(
@@ -300,6 +323,7 @@ def start(
         files=files,
         _httpd=httpd,
     )
+    statements.host = ws.host
     httpd.RequestHandlerClass = _handler_class(ws, _routes(ws))
     if background:
         ws._thread = threading.Thread(target=httpd.serve_forever, name="local-workspace", daemon=True)

@@ -1,17 +1,18 @@
 """SQL statement execution API 2.0 and query history, served by the embedded engine.
 
-A statement runs in a worker thread through `engine.sql`; its result is kept as an Arrow table
-and cut into chunks of at most `chunk_rows` rows and about `chunk_bytes` bytes of JSON, formatted
-on request as Databricks' JSON_ARRAY format does (every value a string, null as null, nested
-values as JSON text). Statements naming `system.*` tables are served by the local system tables.
+A statement runs in a worker thread through `engine.sql`, tagged so that canceling it interrupts
+the engine's work (Spark Connect `interruptTag`); its result is kept as an Arrow table and answered
+INLINE (JSON_ARRAY chunks) or as EXTERNAL_LINKS (ARROW_STREAM or JSON_ARRAY chunks downloaded from
+signed, expiring URLs on this server): see `_results`. Statements naming `system.*` tables are
+served by the local system tables.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import decimal
 import json
+import logging
 import re
 import threading
 import uuid
@@ -22,9 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 from databricks.sdk.service import sql as dbsql
 
+from retail_lakehouse.local_workspace import _query_history, _results
 from retail_lakehouse.local_workspace._common import (
     LOCAL_USER,
     ApiError,
+    RawBody,
     invalid,
     not_found,
     now_ms,
@@ -33,6 +36,8 @@ from retail_lakehouse.local_workspace._common import (
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+log = logging.getLogger(__name__)
 
 WAREHOUSE_ID = "local-warehouse"
 MAX_KEPT_RESULTS = 64  # results of older statements are dropped (state CLOSED), as results expire on Databricks
@@ -70,6 +75,8 @@ class _Statement:
     args: dict[str, Any]
     warehouse_id: str
     row_limit: int | None
+    disposition: str = "INLINE"
+    format: str = "JSON_ARRAY"
     state: str = "PENDING"
     submitted_ms: int = field(default_factory=now_ms)
     started_ms: int | None = None
@@ -77,16 +84,33 @@ class _Statement:
     error: tuple[str, str] | None = None
     columns: list[dict[str, Any]] = field(default_factory=list)
     table: pa.Table | None = None
+    result: _results.ResultSet | None = None
     truncated: bool = False
-    rows_per_chunk: int = 1
     done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def tag(self) -> str:
+        """The Spark Connect operation tag of the statement's engine work."""
+        return f"statement-{self.statement_id}"
 
 
 class StatementService:
     """Statements, their results and the query history of one local workspace."""
 
-    def __init__(self, *, env: str, chunk_rows: int, chunk_bytes: int, max_workers: int = 4) -> None:
-        self.env, self.chunk_rows, self.chunk_bytes = env, chunk_rows, chunk_bytes
+    def __init__(
+        self,
+        *,
+        env: str,
+        chunk_rows: int,
+        chunk_bytes: int,
+        link_chunk_rows: int = _results.ChunkLimits.link_rows,
+        link_chunk_bytes: int = _results.ChunkLimits.link_bytes,
+        max_workers: int = 4,
+    ) -> None:
+        self.env = env
+        self.limits = _results.ChunkLimits(chunk_rows, chunk_bytes, link_chunk_rows, link_chunk_bytes)
+        self.links = _results.LinkSigner()
+        self.host = ""  # the server's base URL, set once it listens: external links point at it
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="sql-statement")
         self._lock = threading.Lock()
         self._statements: OrderedDict[str, _Statement] = OrderedDict()
@@ -103,10 +127,15 @@ class StatementService:
         warehouse = body.get("warehouse_id")
         if warehouse != WAREHOUSE_ID:
             raise invalid(f"warehouse_id {warehouse!r} is not a warehouse of this workspace; use {WAREHOUSE_ID!r}")
-        if (body.get("disposition") or "INLINE") != "INLINE":
-            raise invalid("only disposition INLINE is served by the local workspace")
-        if (body.get("format") or "JSON_ARRAY") != "JSON_ARRAY":
-            raise invalid("disposition INLINE supports only format JSON_ARRAY")
+        disposition, fmt = body.get("disposition") or "INLINE", body.get("format") or "JSON_ARRAY"
+        if disposition not in ("INLINE", "EXTERNAL_LINKS"):
+            raise invalid(f"disposition must be INLINE or EXTERNAL_LINKS, got {disposition!r}")
+        if fmt not in ("JSON_ARRAY", "ARROW_STREAM", "CSV"):
+            raise invalid(f"format must be JSON_ARRAY, ARROW_STREAM or CSV, got {fmt!r}")
+        if disposition == "INLINE" and fmt != "JSON_ARRAY":
+            raise invalid(f"disposition INLINE supports only format JSON_ARRAY, got {fmt}; use EXTERNAL_LINKS")
+        if fmt == "CSV":
+            raise invalid("format CSV is not served by the local workspace; use ARROW_STREAM or JSON_ARRAY")
         wait = str(body.get("wait_timeout") or "10s")
         m = _WAIT.match(wait)
         seconds = int(m.group(1)) if m else -1
@@ -122,6 +151,8 @@ class StatementService:
             args=_parameters(body.get("parameters") or []),
             warehouse_id=warehouse,
             row_limit=int(row_limit) if row_limit is not None else None,
+            disposition=disposition,
+            format=fmt,
         )
         with self._lock:
             self._statements[st.statement_id] = st
@@ -130,18 +161,33 @@ class StatementService:
             self._cancel(st)
         return self._response(st)
 
-    def get(self, statement_id: str) -> dict[str, Any]:
+    def get(self, statement_id: str) -> dict[str, Any] | RawBody:
         return self._response(self._find(statement_id))
 
-    def chunk(self, statement_id: str, index: int) -> dict[str, Any]:
+    def chunk(self, statement_id: str, index: int) -> dict[str, Any] | RawBody:
+        """A chunk's rows (INLINE) or its link (EXTERNAL_LINKS, a fresh one: links expire)."""
         st = self._find(statement_id)
         if st.state != "SUCCEEDED":
             raise ApiError(400, "BAD_REQUEST", f"statement {statement_id} is {st.state}; it has no result")
-        if st.table is None:
+        result = st.result
+        if result is None:
             raise ApiError(400, "BAD_REQUEST", f"the result of statement {statement_id} expired (CLOSED)")
-        if not 0 <= index < self._chunk_count(st):
-            raise invalid(f"chunk index {index} is out of range; the result has {self._chunk_count(st)} chunk(s)")
-        return self._result(st, index).as_dict()
+        result.check_index(index)
+        if result.external:
+            link = result.external_link(st.statement_id, index, self.links, self.host)
+            return dbsql.ResultData(external_links=[link]).as_dict()
+        data, rows = result.inline(st.statement_id, index)
+        return _with_rows(data.as_dict(), rows)
+
+    def download(self, statement_id: str, index: int, query: dict[str, Any], authorization: str | None) -> RawBody:
+        """GET of an external link: the chunk's bytes, if the URL's signature holds (no bearer token)."""
+        self.links.verify(statement_id, index, query, authorization)
+        with self._lock:
+            st = self._statements.get(statement_id)
+        result = st.result if st is not None else None
+        if result is None or not result.external:
+            raise _results.gone(statement_id)
+        return result.download(index)
 
     def cancel(self, statement_id: str) -> dict[str, Any]:
         self._cancel(self._find(statement_id))
@@ -162,6 +208,14 @@ class StatementService:
         start_to = query.get("filter_by.query_start_time_range.end_time_ms")
         with self._lock:
             infos = [self._query_info(st) for st in reversed(self._statements.values())]
+        # Then the queries other workspaces on this LAKEHOUSE_HOME (other processes, earlier runs) served.
+        mine = {q.query_id for q in infos}
+        infos += [
+            dbsql.QueryInfo.from_dict(d)
+            for d in _query_history.load()
+            if d["query_id"] not in mine and (not ids or d["query_id"] in ids)
+        ]
+        infos.sort(key=lambda q: q.query_start_time_ms or 0, reverse=True)
         infos = [
             q
             for q in infos
@@ -183,21 +237,28 @@ class StatementService:
             if st.state != "PENDING":
                 return
             st.state, st.started_ms = "RUNNING", now_ms()
+        spark = None
         try:
             from retail_lakehouse import engine
             from retail_lakehouse.local_workspace import _system_tables
 
+            spark = engine.get_spark(self.env)
+            spark.addTag(st.tag)  # thread-local: tags this statement's engine operations only
             text = _system_tables.prepare(st.text, env=self.env)
             df = engine.sql(text, st.args or None, env=self.env)
             st.columns = _columns(df.schema)
             if st.row_limit is not None:
                 df = df.limit(st.row_limit + 1)
+            if st.state != "RUNNING":  # canceled between the engine's operations
+                raise _Canceled
             table = df.toArrow()
             if st.row_limit is not None and table.num_rows > st.row_limit:
                 table, st.truncated = table.slice(0, st.row_limit), True
-            st.table = table
-            st.rows_per_chunk = self._rows_per_chunk(table, st.columns)
+            result = _results.build(table, disposition=st.disposition, fmt=st.format, limits=self.limits)
+            st.table, st.result = table, result
             final, error = "SUCCEEDED", None
+        except _Canceled:
+            final, error = "CANCELED", None
         except ApiError as exc:
             final, error = "FAILED", (exc.error_code, exc.message)
         except Exception as exc:  # the statement's own failure: reported in its status, never raised
@@ -205,26 +266,42 @@ class StatementService:
 
             code = "BAD_REQUEST" if isinstance(exc, LakehouseError) else "INTERNAL_ERROR"
             final, error = "FAILED", (code, f"{type(exc).__name__}: {exc}")
+        finally:
+            if spark is not None:
+                spark.removeTag(st.tag)
         with self._lock:
             if st.state == "RUNNING":  # not canceled meanwhile
                 st.state, st.error, st.ended_ms = final, error, now_ms()
             else:
-                st.table = None
+                st.table, st.result = None, None
             self._expire()
+            info = self._query_info(st).as_dict()
+        _query_history.record(info)  # before done: a client told it finished finds it in the history
         st.done.set()
 
     def _cancel(self, st: _Statement) -> None:
         with self._lock:
             was = st.state
             if was in ("PENDING", "RUNNING"):
-                st.state, st.ended_ms, st.table = "CANCELED", now_ms(), None
+                st.state, st.ended_ms, st.table, st.result = "CANCELED", now_ms(), None, None
         if was == "PENDING":
             st.done.set()
+        elif was == "RUNNING":
+            self._interrupt(st)
+
+    def _interrupt(self, st: _Statement) -> None:
+        """Stop the engine's work on a statement (Spark Connect interruptTag; Sail supports it)."""
+        try:
+            from retail_lakehouse import engine
+
+            engine.get_spark(self.env).interruptTag(st.tag)
+        except Exception:  # noqa: BLE001 - the statement is CANCELED either way; its result is dropped
+            log.debug("could not interrupt statement %s", st.statement_id, exc_info=True)
 
     def _expire(self) -> None:
-        kept = [s for s in self._statements.values() if s.table is not None]
+        kept = [s for s in self._statements.values() if s.result is not None]
         for old in kept[:-MAX_KEPT_RESULTS]:
-            old.table = None
+            old.table, old.result = None, None
 
     def _find(self, statement_id: str) -> _Statement:
         with self._lock:
@@ -235,62 +312,24 @@ class StatementService:
 
     # -- responses
 
-    def _response(self, st: _Statement) -> dict[str, Any]:
+    def _response(self, st: _Statement) -> dict[str, Any] | RawBody:
         status = dbsql.StatementStatus(state=dbsql.StatementState(st.state))
         if st.error:
             status.error = dbsql.ServiceError(error_code=dbsql.ServiceErrorCode(st.error[0]), message=st.error[1])
         response = dbsql.StatementResponse(statement_id=st.statement_id, status=status)
-        if st.state == "SUCCEEDED" and st.table is not None:
-            response.manifest = self._manifest(st)
-            response.result = self._result(st, 0)
+        result = st.result
+        if st.state == "SUCCEEDED" and result is not None:
+            response.manifest = result.manifest(st.columns, st.truncated)
+            if result.external:
+                link = result.external_link(st.statement_id, 0, self.links, self.host)
+                response.result = dbsql.ResultData(external_links=[link])
+            else:
+                response.result, rows = result.inline(st.statement_id, 0)
+                body = response.as_dict()
+                return _with_rows(body, rows, into=body["result"])
         elif st.state == "SUCCEEDED":
             response.status = dbsql.StatementStatus(state=dbsql.StatementState.CLOSED)
         return response.as_dict()
-
-    def _chunk_count(self, st: _Statement) -> int:
-        rows = st.table.num_rows if st.table is not None else 0
-        return max(1, -(-rows // st.rows_per_chunk))
-
-    def _manifest(self, st: _Statement) -> dbsql.ResultManifest:
-        assert st.table is not None
-        rows, per = st.table.num_rows, st.rows_per_chunk
-        chunks = [
-            dbsql.BaseChunkInfo(chunk_index=i, row_offset=i * per, row_count=min(per, rows - i * per))
-            for i in range(self._chunk_count(st))
-        ]
-        return dbsql.ResultManifest(
-            format=dbsql.Format.JSON_ARRAY,
-            schema=dbsql.ResultSchema(
-                column_count=len(st.columns), columns=[dbsql.ColumnInfo.from_dict(c) for c in st.columns]
-            ),
-            total_chunk_count=len(chunks),
-            chunks=chunks,
-            total_row_count=rows,
-            truncated=st.truncated,
-        )
-
-    def _result(self, st: _Statement, index: int) -> dbsql.ResultData:
-        assert st.table is not None
-        per, count = st.rows_per_chunk, self._chunk_count(st)
-        part = st.table.slice(index * per, per)
-        data = json_rows(part)
-        result = dbsql.ResultData(
-            chunk_index=index,
-            row_offset=index * per,
-            row_count=part.num_rows,
-            data_array=data,
-        )
-        if index + 1 < count:
-            result.next_chunk_index = index + 1
-            result.next_chunk_internal_link = f"/api/2.0/sql/statements/{st.statement_id}/result/chunks/{index + 1}"
-        return result
-
-    def _rows_per_chunk(self, table: pa.Table, columns: list[dict[str, Any]]) -> int:
-        if table.num_rows == 0:
-            return self.chunk_rows
-        sample = table.slice(0, min(200, table.num_rows))
-        row_bytes = max(1, len(json.dumps(json_rows(sample))) // sample.num_rows)
-        return max(1, min(self.chunk_rows, self.chunk_bytes // row_bytes))
 
     def _query_info(self, st: _Statement) -> dbsql.QueryInfo:
         status = {
@@ -398,52 +437,17 @@ def type_text(t: Any) -> str:
     return t.simpleString().upper()
 
 
-def json_rows(table: pa.Table) -> list[list[str | None]]:
-    """Rows of an Arrow table in the JSON_ARRAY format: strings, null as None, nested as JSON."""
-    if table.num_columns == 0:
-        return [[] for _ in range(table.num_rows)]
-    columns = [_strings(col) for col in table.columns]
-    return [list(row) for row in zip(*columns, strict=True)]
+class _Canceled(Exception):
+    """The statement was canceled while it ran."""
 
 
-def _strings(col: pa.ChunkedArray) -> list[str | None]:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    t = col.type
-    if pa.types.is_null(t):
-        return [None] * len(col)
-    if pa.types.is_timestamp(t):
-        return [None if v is None else _timestamp(v) for v in col.to_pylist()]
-    if pa.types.is_nested(t):
-        return [None if v is None else json.dumps(_jsonable(v, t), default=str) for v in col.to_pylist()]
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        return [None if v is None else base64.b64encode(v).decode() for v in col.to_pylist()]
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return col.to_pylist()
-    return pc.cast(col, pa.string()).to_pylist()
+_ROWS = f"__rows_{uuid.uuid4().hex}__"  # stands for the rows while the rest of a response is dumped
 
 
-def _timestamp(v: dt.datetime) -> str:
-    if v.tzinfo is not None:
-        v = v.astimezone(dt.UTC)
-    return v.strftime("%Y-%m-%dT%H:%M:%S.") + f"{v.microsecond // 1000:03d}Z"
-
-
-def _jsonable(v: Any, t: Any) -> Any:
-    import pyarrow as pa
-
-    if v is None:
-        return None
-    if pa.types.is_map(t):
-        return {str(k): _jsonable(x, t.item_type) for k, x in v}
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        return [_jsonable(x, t.value_type) for x in v]
-    if pa.types.is_struct(t):
-        return {t.field(i).name: _jsonable(v.get(t.field(i).name), t.field(i).type) for i in range(t.num_fields)}
-    if isinstance(v, dt.datetime):
-        return _timestamp(v)
-    if isinstance(v, dt.date | decimal.Decimal):
-        return str(v)
-    return v
-
+def _with_rows(body: dict[str, Any], rows: Any, *, into: dict[str, Any] | None = None) -> dict[str, Any] | RawBody:
+    """`body` with `data_array` set to JSON_ARRAY rows already serialized (bytes-like), as one RawBody."""
+    if rows is None:
+        return body
+    (body if into is None else into)["data_array"] = _ROWS
+    head, tail = json.dumps(body).encode().split(json.dumps(_ROWS).encode(), 1)
+    return RawBody((head, b"[", rows, b"]", tail))
