@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from retail_lakehouse.drills import DrillResult, register
-from retail_lakehouse.drills.oom import NOTEBOOKS, ensure_job
+from retail_lakehouse.drills._jobs import ensure_one_task_job
 
 JOB = "drill_adhoc_report"
 RUNS = 4
@@ -17,34 +17,14 @@ def cost_spike() -> DrillResult:
     from retail_lakehouse import workspace
 
     w = workspace.connect("local")
-    ensure_job(
+    ensure_one_task_job(
         w,
         JOB,
-        {
-            "max_concurrent_runs": 1,
-            "job_clusters": [
-                {
-                    "job_cluster_key": "large_on_demand",
-                    "new_cluster": {
-                        "spark_version": "15.4.x-scala2.12",
-                        "node_type_id": "r5.4xlarge",
-                        "num_workers": 8,
-                        "aws_attributes": {"availability": "ON_DEMAND"},
-                    },
-                }
-            ],
-            "tasks": [
-                {
-                    "task_key": "report",
-                    "job_cluster_key": "large_on_demand",
-                    "max_retries": 0,
-                    "notebook_task": {
-                        "notebook_path": str(NOTEBOOKS / "adhoc_report.ipynb"),
-                        "base_parameters": {"env": "local", "seconds": "2"},
-                    },
-                }
-            ],
-        },
+        task_key="report",
+        notebook="adhoc_report.ipynb",
+        parameters={"env": "local", "seconds": "2"},
+        cluster_key="large_on_demand",
+        cluster={"node_type_id": "r5.4xlarge", "num_workers": 8, "aws_attributes": {"availability": "ON_DEMAND"}},
     )
     run_ids = [workspace.run_job(w, JOB, progress=False, timeout=300).run_id for _ in range(RUNS)]
     today = dt.datetime.now(dt.UTC).date()

@@ -2,34 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
 from retail_lakehouse.drills import DrillResult, register
+from retail_lakehouse.drills._jobs import ensure_one_task_job
 
-if TYPE_CHECKING:
-    from databricks.sdk import WorkspaceClient
-
-NOTEBOOKS = Path(__file__).with_name("notebooks")
 JOB = "drill_oom_collect"
-
-
-def ensure_job(w: WorkspaceClient, name: str, settings: dict[str, Any]) -> int:
-    """Create a job through the jobs API (or reset the existing one of that name); return its id."""
-    from databricks.sdk.service import jobs
-
-    found = [j for j in w.jobs.list(name=name) if j.job_id is not None]
-    spec = jobs.JobSettings.from_dict({"name": name, **settings})
-    if found:
-        w.jobs.reset(found[0].job_id, new_settings=spec)
-        return int(found[0].job_id)
-    created = w.jobs.create(
-        name=name,
-        tasks=spec.tasks,
-        job_clusters=spec.job_clusters,
-        max_concurrent_runs=spec.max_concurrent_runs,
-    )
-    return int(created.job_id)
 
 
 @register("oom", notebook="diagnose_oom", summary="a task collects a large result to a memory-capped driver -> MemoryError")
@@ -38,34 +14,18 @@ def oom() -> DrillResult:
     from retail_lakehouse import workspace
 
     w = workspace.connect("local")
-    ensure_job(
+    ensure_one_task_job(
         w,
         JOB,
-        {
-            "max_concurrent_runs": 1,
-            "job_clusters": [
-                {
-                    "job_cluster_key": "small_driver",
-                    "new_cluster": {
-                        "spark_version": "15.4.x-scala2.12",
-                        "node_type_id": "i3.xlarge",
-                        "num_workers": 2,
-                        "spark_conf": {"spark.driver.memory": "2g", "spark.driver.maxResultSize": "1g"},
-                        "aws_attributes": {"availability": "SPOT_WITH_FALLBACK", "first_on_demand": 1},
-                    },
-                }
-            ],
-            "tasks": [
-                {
-                    "task_key": "collect_order_items",
-                    "job_cluster_key": "small_driver",
-                    "max_retries": 0,
-                    "notebook_task": {
-                        "notebook_path": str(NOTEBOOKS / "oom_collect.ipynb"),
-                        "base_parameters": {"env": "local", "table": "silver.order_items"},
-                    },
-                }
-            ],
+        task_key="collect_order_items",
+        notebook="oom_collect.ipynb",
+        parameters={"env": "local", "table": "silver.order_items"},
+        cluster_key="small_driver",
+        cluster={
+            "node_type_id": "i3.xlarge",
+            "num_workers": 2,
+            "spark_conf": {"spark.driver.memory": "2g", "spark.driver.maxResultSize": "1g"},
+            "aws_attributes": {"availability": "SPOT_WITH_FALLBACK", "first_on_demand": 1},
         },
     )
     run = workspace.run_job(w, JOB, progress=False, timeout=600)
