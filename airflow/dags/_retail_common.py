@@ -12,8 +12,9 @@ Knobs, read when a DAG file is parsed (environment variables of the Airflow depl
 - `LAKEHOUSE_BUNDLE`: the bundle file (default: `databricks.yml` two folders above this one).
 - `LAKEHOUSE_HOME`: where failures are recorded (`<home>/airflow/failures.jsonl`); default
   `.lakehouse/` in the repository, as for the lakehouse itself.
-- `RETAIL_AIRFLOW_RETRY_DELAY_SECONDS` (300), `RETAIL_AIRFLOW_MAX_RETRY_DELAY_SECONDS` (1800),
-  `RETAIL_AIRFLOW_POLL_SECONDS` (30), `RETAIL_AIRFLOW_API_RETRY_LIMIT` (3): the drill tests shrink them.
+- `RETAIL_AIRFLOW_RETRIES` (3), `RETAIL_AIRFLOW_RETRY_DELAY_SECONDS` (300),
+  `RETAIL_AIRFLOW_MAX_RETRY_DELAY_SECONDS` (1800), `RETAIL_AIRFLOW_POLL_SECONDS` (30),
+  `RETAIL_AIRFLOW_API_RETRY_LIMIT` (3): the drills and their tests shrink them.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "lakehouse_env",
     "poll_seconds",
     "record_failure",
+    "retries",
     "run_job_task",
 ]
 
@@ -155,11 +157,16 @@ def record_failure(context: dict[str, Any]) -> None:
         f.write(json.dumps(row, default=str) + "\n")
 
 
+def retries() -> int:
+    """Retries of a task: 3 as the runbook promises (`RETAIL_AIRFLOW_RETRIES`: a drill may lower it)."""
+    return max(0, int(_seconds("RETAIL_AIRFLOW_RETRIES", RETRIES)))
+
+
 def default_args() -> dict[str, Any]:
     """Retries as the runbook promises: 3, exponential backoff, capped; failures recorded."""
     return {
         "owner": "data-platform",
-        "retries": RETRIES,
+        "retries": retries(),
         "retry_delay": timedelta(seconds=_seconds("RETAIL_AIRFLOW_RETRY_DELAY_SECONDS", 300)),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(seconds=_seconds("RETAIL_AIRFLOW_MAX_RETRY_DELAY_SECONDS", 1800)),

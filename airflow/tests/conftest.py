@@ -34,8 +34,10 @@ os.environ["RETAIL_AIRFLOW_RETRY_DELAY_SECONDS"] = "1"  # tries 2, 3, 4 wait [1,
 os.environ["RETAIL_AIRFLOW_MAX_RETRY_DELAY_SECONDS"] = "30"
 os.environ["RETAIL_AIRFLOW_POLL_SECONDS"] = "2"
 os.environ["RETAIL_AIRFLOW_API_RETRY_LIMIT"] = "2"
-if str(DAGS) not in sys.path:
-    sys.path.insert(0, str(DAGS))
+DRILLS = REPO / "airflow" / "drills"
+for folder in (DAGS, DRILLS):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 
 def free_port() -> int:
@@ -132,3 +134,48 @@ def sources_moved(lakehouse_home):
     finally:
         if aside.exists():
             shutil.move(aside, src)
+
+
+@pytest.fixture(scope="session")
+def api_server(airflow_db, tmp_path_factory):
+    """A real Airflow api-server on the tests' metadata DB (simple auth manager, one user `ops`)."""
+    home = os.environ["AIRFLOW_HOME"]
+    pw_file = tmp_path_factory.mktemp("auth") / "passwords.json"
+    pw_file.write_text(json.dumps({"ops": "ops-secret"}))
+    port = free_port()
+    env = {
+        **os.environ,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "ops:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(pw_file),
+        "AIRFLOW__API_AUTH__JWT_SECRET": "test-only-secret",
+    }
+    log = open(os.path.join(home, "api-server.log"), "wb")  # noqa: SIM115
+    proc = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "airflow", "api-server", "--port", str(port), "--host", "127.0.0.1"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"api-server exited: {Path(home, 'api-server.log').read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=2)  # noqa: S310
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("api-server did not answer within 120 s")
+    try:
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()

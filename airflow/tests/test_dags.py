@@ -11,7 +11,10 @@ import pytest
 from conftest import DAGS
 
 EXPECTED = {
-    "retail_ingestion": ("run_retail_ingestion", {"max_files_per_trigger": "50"}),
+    "retail_ingestion": (
+        "run_retail_ingestion",
+        {"max_files_per_trigger": "50", "backfill_start_date": "", "backfill_end_date": ""},
+    ),
     "retail_transformation": ("run_retail_transformation", {"backfill_start_date": "", "backfill_end_date": ""}),
     "retail_data_quality_checks": ("run_retail_data_quality_checks", {"business_date": ""}),
 }
@@ -67,8 +70,11 @@ def test_defaults_are_production_sized(monkeypatch):
 
     for name in ("RETAIL_AIRFLOW_RETRY_DELAY_SECONDS", "RETAIL_AIRFLOW_MAX_RETRY_DELAY_SECONDS"):
         monkeypatch.delenv(name)
+    monkeypatch.delenv("RETAIL_AIRFLOW_RETRIES", raising=False)
     args = common.default_args()
     assert args["retries"] == 3 and args["retry_exponential_backoff"]
+    monkeypatch.setenv("RETAIL_AIRFLOW_RETRIES", "1")  # what the orchestration drill does
+    assert common.default_args()["retries"] == 1
     assert args["retry_delay"] == timedelta(minutes=5) and args["max_retry_delay"] == timedelta(minutes=30)
     monkeypatch.setenv("LAKEHOUSE_ENV", "prod")
     assert common.conn_id() == "databricks_{{ var.value.get('lakehouse_env', 'prod') }}"

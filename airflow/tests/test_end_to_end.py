@@ -11,12 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -167,7 +163,8 @@ def test_cleared_after_the_fix_the_same_run_succeeds(drill_run, workspace, lakeh
     db_run = _xcom(dag.dag_id, run_id, "run_retail_ingestion", "run_id")
     run = api_get(host, token, f"/api/2.2/jobs/runs/get?run_id={db_run}")
     assert run["state"]["result_state"] == "SUCCESS"
-    assert run["job_parameters"] == [{"name": "max_files_per_trigger", "value": "50", "default": "50"}]
+    params = {p["name"]: p["value"] for p in run["job_parameters"]}
+    assert params["max_files_per_trigger"] == "50" and set(params) == set(dag.params)  # the DAG's params passed on
     assert {t["task_key"] for t in run["tasks"]} >= {"ingest_orders", "ingest_pos_events"}
     assert (lakehouse_home / "runs").is_dir()
 
@@ -185,51 +182,6 @@ def test_dag_runs_end_to_end(drill_run, workspace, dag_id, conf):
     run = api_get(host, token, f"/api/2.2/jobs/runs/get?run_id={db_run}")
     assert run["run_name"] == dag_id and run["state"]["result_state"] == "SUCCESS"
     assert all(t["state"]["result_state"] == "SUCCESS" for t in run["tasks"])
-
-
-@pytest.fixture(scope="module")
-def api_server(airflow_db, tmp_path_factory):
-    """A real Airflow api-server on the tests' metadata DB (simple auth manager, one user)."""
-    home = os.environ["AIRFLOW_HOME"]
-    pw_file = tmp_path_factory.mktemp("auth") / "passwords.json"
-    pw_file.write_text(json.dumps({"ops": "ops-secret"}))
-    port = free_port()
-    env = {
-        **os.environ,
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "ops:viewer",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(pw_file),
-        "AIRFLOW__API_AUTH__JWT_SECRET": "test-only-secret",
-    }
-    log = open(os.path.join(home, "api-server.log"), "wb")  # noqa: SIM115
-    proc = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "airflow", "api-server", "--port", str(port), "--host", "127.0.0.1"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"api-server exited: {Path(home, 'api-server.log').read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=2)  # noqa: S310
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("api-server did not answer within 120 s")
-    try:
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 def test_triage_reads_the_failed_run_from_airflows_api(drill_run, api_server, lakehouse_home):

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from retail_lakehouse import _book_airflow as airflow_example
 from retail_lakehouse import _book_pages as pages
 from retail_lakehouse import _book_runs as runs
 from retail_lakehouse.config import PROJECT_ROOT, lakehouse_home
@@ -190,10 +191,12 @@ def build_book(*, clean: bool = False, home: Path | None = None) -> Path:
     book_plan = plan(clean=clean)
     keep = {runs.run_stem(nb, d) for nb, d, _ in book_plan.to_execute}
     keep |= {r.stem for records in book_plan.records.values() for r in records}
-    _prune_runs(keep)
+    _prune_runs(keep | airflow_example.keep())
     reused = sum(len(r) for r in book_plan.records.values())
     print(f"[book] example runs: {reused} unchanged, {len(book_plan.to_execute)} to execute", flush=True)
+    airflow_run = airflow_example.start(home, clean=clean)  # own lakehouse and engine: alongside the drills
     failed = execute(book_plan, home)
+    failed += airflow_run.wait()
     write_pages(book_plan)
     _static_assets()
     if book_plan.without_drill:

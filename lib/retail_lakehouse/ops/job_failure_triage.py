@@ -5,6 +5,10 @@ and a Databricks one. Failures are classified by a registry of classifiers, trie
 looks at a task's error class, message and trace and says whether it recognises it. The first
 match wins; `other` catches the rest. A retry is a Jobs API repair of the failed tasks
 (`w.jobs.repair_run(rerun_all_failed_tasks=True)`), which keeps the original run as the record.
+
+A failed Airflow DAG run (`airflow_triage.triage_dag_run`) is classified through the Databricks run
+its failed task launched (`diagnose_dag_run`), or through the error in Airflow's log when the
+workspace does not answer; it is retried by clearing the task in Airflow, not by a repair.
 """
 
 from __future__ import annotations
@@ -21,13 +25,19 @@ if TYPE_CHECKING:
     import pandas as pd
     from databricks.sdk import WorkspaceClient
 
+    from retail_lakehouse.ops.airflow_triage import DagRunTriage
+
 __all__ = [
     "CLASSIFIERS",
     "Classification",
+    "DagRunCause",
     "RepairOutcome",
     "Triage",
-    "classify",
     "classifier",
+    "classify",
+    "dag_run_audit",
+    "dag_run_conclusion",
+    "diagnose_dag_run",
     "find_run",
     "repair",
     "task_frame",
@@ -43,7 +53,8 @@ class Classification:
     """What kind of failure a task hit and what the runbook says to do next.
 
     Attributes:
-        category: out_of_memory, schema_mismatch, source_unreachable, data_quality or other.
+        category: out_of_memory, schema_mismatch, source_unreachable, data_quality or other (and
+            orchestration: an Airflow task that started no Databricks run).
         evidence: the part of the error that decided it.
         next_step: the runbook's next step, in one or two sentences.
         retry_helps: whether a plain retry can succeed once the cause is fixed (or by itself).
@@ -437,3 +448,110 @@ def repair(
         + (" - the fix held." if held else " - the failure is not fixed; read the new error below.")
     )
     return RepairOutcome(t.run_id, repair_id, t.failed_tasks, result, held, message)
+
+
+# ----------------------------------------------------------------------------- a failed Airflow DAG run
+
+
+@dataclass
+class DagRunCause:
+    """Why the DAG run's failed task failed, and what to do about it.
+
+    Attributes:
+        task_id: the failed task.
+        databricks_run_id: the Databricks run of its last try (None: no job was started).
+        classification: the category, evidence and next step (as for a Databricks job failure).
+        source: where the classification comes from: ``databricks run`` (the workspace's view
+            of the run), ``airflow log`` (the error Airflow logged) or ``airflow`` (no job started).
+        databricks: the Databricks run's triage, when the workspace answered.
+        note: why the workspace's view is missing, if it is.
+    """
+
+    task_id: str
+    databricks_run_id: int | None
+    classification: Classification
+    source: str
+    databricks: Triage | None = None
+    note: str = ""
+
+    @property
+    def category(self) -> str:
+        return self.classification.category
+
+
+def _before_the_job(env: str) -> str:
+    return (f"The task failed before its Databricks job started: check the Airflow connection databricks_{env} "
+            "(host, token) and that the workspace answers and has the job (the DAG names it), then clear the task.")
+
+
+def diagnose_dag_run(t: DagRunTriage, w: WorkspaceClient | None = None) -> DagRunCause | None:
+    """Classify the failure of the DAG run's failed task, through its Databricks run when possible.
+
+    Args:
+        t: the DAG run's triage.
+        w: the workspace the DAG's jobs run in; None (or a workspace that does not answer) falls
+            back to the error in Airflow's log.
+
+    Returns:
+        The cause, or None when no task failed.
+    """
+    task = t.failed_task
+    if task is None:
+        return None
+    env = task.env
+    if task.databricks_run_id is None:
+        text = task.error or ""
+        evidence = text.strip().splitlines()[0][:240] if text.strip() else ""
+        return DagRunCause(task.task_id, None, Classification("orchestration", evidence, _before_the_job(env), True), "airflow")
+    note = ""
+    if w is not None:
+        try:
+            db = triage(w, str(task.databricks_run_id))
+        except Exception as exc:  # noqa: BLE001 - an unreachable workspace falls back to Airflow's log
+            note = f"the workspace did not answer for run {task.databricks_run_id} ({type(exc).__name__}: {str(exc)[:200]})"
+        else:
+            if db.failed:
+                return DagRunCause(task.task_id, task.databricks_run_id, next(iter(db.failed.values())), "databricks run", db)
+            note = f"Databricks run {task.databricks_run_id} shows no failed task ({db.result_state})"
+    else:
+        note = "no workspace to read the Databricks run from"
+    return DagRunCause(task.task_id, task.databricks_run_id, classify(task.error), "airflow log", None, note)
+
+
+def dag_run_conclusion(t: DagRunTriage, cause: DagRunCause | None) -> list[str]:
+    """The notebook's last words: diagnosis, next step, then how to resume the DAG run."""
+    if cause is None:
+        return [f"DIAGNOSIS (none): DAG run {t.dag_id}/{t.run_id} is {t.state}; no task failed.",
+                "NEXT STEP: Nothing to do."]
+    task = next(x for x in t.tasks if x.task_id == cause.task_id)
+    c = cause.classification
+    db = (f"its Databricks run {cause.databricks_run_id}" if cause.databricks_run_id is not None
+          else "no Databricks run (the job never started)")
+    lines = [
+        f"DIAGNOSIS ({c.category}): DAG run {t.dag_id}/{t.run_id} {t.state}: task {task.task_id} failed at try "
+        f"{task.try_number} of {task.tries_allowed}; {db}. Cause ({cause.source}): "
+        f"{c.category.replace('_', ' ')} - {c.evidence or 'see the log'}.",
+        f"NEXT STEP: {c.next_step}",
+    ]
+    if cause.note:
+        lines.append(f"NOTE: {cause.note}; the classification above reads Airflow's log instead.")
+    if cause.databricks_run_id is not None:
+        lines.append(f"DATABRICKS SIDE: {task.diagnosis}")
+    when = "once the cause is fixed" if not c.retry_helps else "when the cause has passed"
+    lines.append(f"RETRY ({when}): in Airflow, not by repairing the Databricks run: clear the failed task, and "
+                 f"the same DAG run resumes with a new Databricks run and then its downstream DAGs: {t.clear_command(task)}")
+    return lines
+
+
+def dag_run_audit(t: DagRunTriage, cause: DagRunCause | None) -> dict[str, Any]:
+    """What the audit row keeps of a DAG run triage."""
+    task = t.failed_task
+    return {
+        "dag_id": t.dag_id,
+        "dag_run_id": t.run_id,
+        "dag_run_state": t.state,
+        "failed_task": task.task_id if task else None,
+        "try_number": task.try_number if task else None,
+        "databricks_run_id": cause.databricks_run_id if cause else None,
+        "category": cause.category if cause else "none",
+    }
