@@ -4,10 +4,19 @@ Bronze is append-only and keeps rows as landed, plus ingestion metadata (`_inges
 `_source_system`, `_run_id`, `_source_file`). A source column bronze lacks is added to the table
 (schema evolution), never dropped. A failure before the write leaves bronze unchanged; the
 watermark / checkpoint moves only after the write succeeded, so a retry picks up the same data.
+
+Backfill (`backfill_start_date` / `backfill_end_date`, the runbook's re-ingestion of a date range):
+bronze rows of the range are read again from the source and replace what bronze holds for it
+(`replaceWhere`). For an OLTP table the range is of `updated_at` (the column ingestion is keyed on),
+up to the current watermark (rows past it belong to the next incremental run); the table is then
+what the source holds for those days: a version of a row the source has since updated is not in it
+any more. For POS it is the landing files of those days (`<landing>/<YYYY-MM-DD>/...`), one commit
+per day, recorded in the checkpoint so the stream does not ingest them again. Watermarks do not move.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -20,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from retail_lakehouse import engine, writes
 from retail_lakehouse.config import Settings, load_settings
 from retail_lakehouse.errors import ParameterError, SourceError
+from retail_lakehouse.params import date_range
 from retail_lakehouse.tables import registry
 from retail_lakehouse.watermarks import get_watermark, set_watermark
 
@@ -46,6 +56,7 @@ class IngestResult:
     batches: int = 0
     added_columns: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    mode: str = "incremental"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,35 +105,52 @@ def read_oltp(table: str, query: str, settings: Settings) -> DataFrame:
     return df
 
 
-def ingest_oltp(table: str, *, run_id: str, env: str | None = None) -> IngestResult:
-    """Append the OLTP rows changed since the last watermark to bronze.
+def backfill_range(start: dt.date | None, end: dt.date | None) -> tuple[dt.date, dt.date] | None:
+    """The backfill range of the dates given, or None for an incremental run.
 
     Raises:
-        ParameterError: unknown source table.
+        ParameterError: only one of the two dates, or the end before the start.
+    """
+    if start is None and end is None:
+        return None
+    if start is None or end is None:
+        raise ParameterError("backfill_end_date", "give both backfill_start_date and backfill_end_date")
+    date_range(start, end, name="backfill_end_date")
+    return start, end
+
+
+def ingest_oltp(
+    table: str,
+    *,
+    run_id: str,
+    env: str | None = None,
+    backfill_start_date: dt.date | None = None,
+    backfill_end_date: dt.date | None = None,
+) -> IngestResult:
+    """Append the OLTP rows changed since the last watermark to bronze (or re-ingest a date range).
+
+    Raises:
+        ParameterError: unknown source table, half a backfill range, or a backfill of a table never
+            ingested.
         SourceError: the database is unreachable (bronze unchanged).
     """
-    from pyspark.sql import functions as F
-
     if table not in OLTP_TABLES:
         raise ParameterError("source", f"{table!r} is not an OLTP table; use one of {', '.join(OLTP_TABLES)}")
+    backfill = backfill_range(backfill_start_date, backfill_end_date)
     started = time.perf_counter()
     settings = load_settings(env)
     tdef = registry().get(table, layer="bronze")
     previous = get_watermark("bronze", f"{OLTP_SYSTEM}.{table}", env=settings.env)
     if previous is not None and not _TS.match(previous):
         raise SourceError(f"stored watermark {previous!r} for {table} is not a timestamp; fix monitoring.watermarks")
+    if backfill is not None:
+        return _reingest_oltp(table, tdef, backfill, previous, run_id=run_id, settings=settings, started=started)
     high = read_oltp(table, f"SELECT MAX(updated_at) AS hw FROM {table}", settings).collect()[0][0]
     if high is None or (previous is not None and high <= previous):
         return IngestResult(OLTP_SYSTEM, tdef.full_name(settings), 0, previous, previous, seconds=_since(started))
     where = f"updated_at <= '{high}'" + (f" AND updated_at > '{previous}'" if previous else "")
     rows = read_oltp(table, f"SELECT * FROM {table} WHERE {where}", settings)
-    rows = rows.select(
-        *[F.col(c) for c in rows.columns],
-        F.current_timestamp().alias("_ingested_at"),
-        F.lit(OLTP_SYSTEM).alias("_source_system"),
-        F.lit(run_id).alias("_run_id"),
-        F.lit(f"{OLTP_SYSTEM}.{table}").alias("_source_file"),
-    )
+    rows = _metadata(rows, f"{OLTP_SYSTEM}.{table}", run_id, OLTP_SYSTEM)
     result = writes.write_table(rows, tdef, mode="append", evolve_schema=True, env=settings.env)
     count = _rows_written(tdef.full_name(settings), run_id, settings)
     set_watermark("bronze", f"{OLTP_SYSTEM}.{table}", high, run_id, env=settings.env)
@@ -134,6 +162,56 @@ def ingest_oltp(table: str, *, run_id: str, env: str | None = None) -> IngestRes
         high,
         added_columns=list(result.added_columns),
         seconds=_since(started),
+    )
+
+
+def _metadata(rows: DataFrame, source_file: str | None, run_id: str, system: str) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    return rows.select(
+        *[F.col(c) for c in rows.columns],
+        F.current_timestamp().alias("_ingested_at"),
+        F.lit(system).alias("_source_system"),
+        F.lit(run_id).alias("_run_id"),
+        F.lit(source_file).alias("_source_file"),
+    )
+
+
+def _reingest_oltp(
+    table: str,
+    tdef: Any,
+    backfill: tuple[dt.date, dt.date],
+    watermark: str | None,
+    *,
+    run_id: str,
+    settings: Settings,
+    started: float,
+) -> IngestResult:
+    """Replace bronze's rows of an `updated_at` range with the source's rows of that range."""
+    if watermark is None:
+        raise ParameterError(
+            "backfill_start_date", f"bronze {table} was never ingested: run the ingestion job without backfill "
+            "dates first (there is nothing to re-ingest)"
+        )
+    start, end = backfill
+    low, high = f"{start.isoformat()} 00:00:00", f"{(end + dt.timedelta(days=1)).isoformat()} 00:00:00"
+    # The same predicate selects the source rows and the bronze rows they replace. Past the watermark
+    # is the next incremental run's: taking it here would land those rows twice.
+    predicate = f"updated_at >= '{low}' AND updated_at < '{high}' AND updated_at <= '{watermark}'"
+    rows = read_oltp(table, f"SELECT * FROM {table} WHERE {predicate}", settings)
+    rows = _metadata(rows, f"{OLTP_SYSTEM}.{table}", run_id, OLTP_SYSTEM)
+    result = writes.write_table(rows, tdef, mode="overwrite", replace_where=predicate, evolve_schema=True,
+                                env=settings.env)
+    count = _rows_written(tdef.full_name(settings), run_id, settings)
+    return IngestResult(
+        OLTP_SYSTEM,
+        tdef.full_name(settings),
+        count,
+        low,
+        min(high, watermark),
+        added_columns=list(result.added_columns),
+        seconds=_since(started),
+        mode="backfill",
     )
 
 
@@ -228,18 +306,22 @@ def ingest_pos(
     env: str | None = None,
     max_files_per_trigger: int = 50,
     trigger_interval_seconds: int = 60,
+    backfill_start_date: dt.date | None = None,
+    backfill_end_date: dt.date | None = None,
 ) -> IngestResult:
     """Ingest new POS landing files into bronze in micro-batches, recording each batch's progress.
 
     Each micro-batch appends its rows, then records the files in the checkpoint and one row in
-    `monitoring.stream_progress` with Spark's StreamingQueryProgress field names.
+    `monitoring.stream_progress` with Spark's StreamingQueryProgress field names. With backfill
+    dates the landing files of those days are re-ingested instead (see the module's docstring).
 
     Raises:
-        ParameterError: max_files_per_trigger < 1.
+        ParameterError: max_files_per_trigger < 1, or half a backfill range.
         SourceError: a landing file is not JSON (that batch and later ones are not written).
     """
     if max_files_per_trigger < 1:
         raise ParameterError("max_files_per_trigger", "must be at least 1")
+    backfill = backfill_range(backfill_start_date, backfill_end_date)
     started = time.perf_counter()
     settings = load_settings(env)
     tdef = registry().get("pos_events", layer="bronze")
@@ -252,6 +334,8 @@ def ingest_pos(
     if not landing.is_dir():
         raise SourceError(f"landing folder {landing} does not exist; run `lakehouse generate` or fix params")
     checkpoint = Checkpoint.load(checkpoint_path)
+    if backfill is not None:
+        return _reingest_pos(landing, checkpoint, tdef, backfill, run_id=run_id, settings=settings, started=started)
     pending = [p for p in _landing_files(landing) if str(p.relative_to(landing)) not in checkpoint.files]
     total_rows, batches, added = 0, 0, []
     while pending:
@@ -281,7 +365,64 @@ def ingest_pos(
     )
 
 
-def _write_pos_batch(batch: list[Path], tdef, run_id: str, settings: Settings) -> tuple[int, list[str]]:
+def _landing_day(path: Path, landing: Path) -> dt.date | None:
+    """The day a landing file belongs to: its folder `<landing>/<YYYY-MM-DD>/` (None elsewhere)."""
+    parts = path.relative_to(landing).parts
+    try:
+        return dt.date.fromisoformat(parts[0]) if len(parts) > 1 else None
+    except ValueError:
+        return None
+
+
+def _reingest_pos(
+    landing: Path,
+    checkpoint: Checkpoint,
+    tdef: Any,
+    backfill: tuple[dt.date, dt.date],
+    *,
+    run_id: str,
+    settings: Settings,
+    started: float,
+) -> IngestResult:
+    """Replace bronze's rows from the landing files of each day of the range with those files, read again."""
+    start, end = backfill
+    by_day: dict[dt.date, list[Path]] = {}
+    for path in _landing_files(landing):
+        day = _landing_day(path, landing)
+        if day is not None and start <= day <= end:
+            by_day.setdefault(day, []).append(path)
+    total_rows, files, added = 0, 0, []
+    for day, batch in sorted(by_day.items()):
+        prefix = str(landing / day.isoformat()) + os.sep
+        # Exactly the rows that came from this day's folder: its files are all read again below.
+        predicate = f"substring(_source_file, 1, {len(prefix)}) = '{_sql_text(prefix)}'"
+        written, new_cols = _write_pos_batch(batch, tdef, run_id, settings, replace_where=predicate)
+        for path in batch:
+            checkpoint.files[str(path.relative_to(landing))] = written
+        checkpoint.save()
+        total_rows += written
+        files += len(batch)
+        added += new_cols
+    return IngestResult(
+        POS_SYSTEM,
+        tdef.full_name(settings),
+        total_rows,
+        start.isoformat(),
+        end.isoformat(),
+        files=files,
+        added_columns=added,
+        seconds=_since(started),
+        mode="backfill",
+    )
+
+
+def _sql_text(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _write_pos_batch(
+    batch: list[Path], tdef, run_id: str, settings: Settings, *, replace_where: str | None = None
+) -> tuple[int, list[str]]:
     import pyarrow as pa
 
     from retail_lakehouse.tables import spark_type_to_arrow
@@ -312,7 +453,11 @@ def _write_pos_batch(batch: list[Path], tdef, run_id: str, settings: Settings) -
         F.lit(run_id).alias("_run_id"),
         F.col("_source_file") if table.num_rows else F.lit(None).cast("string").alias("_source_file"),
     )
-    result = writes.write_table(df, tdef, mode="append", evolve_schema=True, env=settings.env)
+    if replace_where:
+        result = writes.write_table(df, tdef, mode="overwrite", replace_where=replace_where, evolve_schema=True,
+                                    env=settings.env)
+    else:
+        result = writes.write_table(df, tdef, mode="append", evolve_schema=True, env=settings.env)
     return table.num_rows, list(result.added_columns)
 
 

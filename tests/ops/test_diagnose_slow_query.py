@@ -76,3 +76,31 @@ def test_small_files_slow_query_drill_diagnosed(demo_lakehouse, tmp_path):
 
     run_sql(connect("local"), f"OPTIMIZE {_local.full('silver.orders')}")
     assert _local.count("silver.orders") == result.facts["rows"]
+
+
+def test_query_id_served_by_another_process(demo_lakehouse, tmp_path):
+    """As an engineer tries it: a query run through the local workspace in one process (now ended), then
+    `papermill diagnose_slow_query.ipynb -p query_id <id>` in a new one (the history is kept under LAKEHOUSE_HOME)."""
+    import subprocess
+    import sys
+
+    from tests.ops._helpers import ROOT
+
+    code = (
+        "from retail_lakehouse.workspace import connect\n"
+        "w = connect('local')\n"
+        "r = w.statement_execution.execute_statement("
+        "'SELECT order_id, total_amount FROM retail_datalake.local_silver.orders WHERE customer_id = 7', "
+        "'local-warehouse', wait_timeout='30s')\n"
+        "assert r.status.state.value == 'SUCCEEDED', r.status\n"
+        "print(r.statement_id)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    query_id = proc.stdout.strip().splitlines()[-1]
+    text = run_notebook("diagnose_slow_query", tmp_path, env="local", query_id=query_id)
+    assert "retail_datalake.local_silver.orders" in text and "DIAGNOSIS (" in text
+    assert "customer_id" in text  # the column its WHERE clause filters on
+    details = audit_rows("diagnose_slow_query")["parameters"].iloc[-1]
+    assert query_id in details
+    with pytest.raises(Exception, match="no query"):
+        run_notebook("diagnose_slow_query", tmp_path, env="local", query_id="01f0-not-a-query")

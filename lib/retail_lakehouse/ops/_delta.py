@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from retail_lakehouse.config import load_settings
-from retail_lakehouse.errors import SqlError, TableNotFoundError
+from retail_lakehouse.errors import LakehouseError, SqlError, TableNotFoundError
 from retail_lakehouse.tables import TableDef, registry
 
 if TYPE_CHECKING:
@@ -41,6 +41,28 @@ def sql(w: WorkspaceClient, statement: str, params: dict[str, Any] | None = None
     from retail_lakehouse.workspace import run_sql
 
     return run_sql(w, statement, params, env=env)
+
+
+def sql_each(
+    w: WorkspaceClient, statements: list[str], *, env: str, workers: int = 4
+) -> list[pd.DataFrame | Exception]:
+    """Run independent statements concurrently; each one's result, or the error it raised, in order.
+
+    A warehouse serves statements in parallel, and each one's round trip is mostly waiting: a review
+    of thirty tables takes a fraction of the time one statement after the other would.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(statement: str) -> pd.DataFrame | Exception:
+        try:
+            return sql(w, statement, env=env)
+        except LakehouseError as exc:
+            return exc
+
+    if len(statements) < 2:
+        return [one(s) for s in statements]
+    with ThreadPoolExecutor(max_workers=min(workers, len(statements)), thread_name_prefix="ops-sql") as pool:
+        return list(pool.map(one, statements))
 
 
 def exists(w: WorkspaceClient, ref: TableRef) -> bool:

@@ -1,10 +1,17 @@
-"""Backfill a date range: reprocess silver and gold for the range and verify it, per day.
+"""Backfill a date range: re-ingest bronze, reprocess silver and gold for the range and verify it, per day.
 
-The transformation job's own tasks are run with backfill parameters (`backfill_start_date`,
-`backfill_end_date`): only the tasks that rebuild the table and what is built from it, read from
-the deployed job (`jobs/get`) and submitted as one run (`jobs/runs/submit`), so the same code runs
-locally and on Databricks. Rows per business day are counted before and after, and the quality job
-is run once the range is rebuilt.
+The jobs' own tasks are run with backfill parameters (`backfill_start_date`, `backfill_end_date`):
+only the tasks that rebuild the table and what is built from it, read from the deployed jobs
+(`jobs/get`) and submitted as one run (`jobs/runs/submit`), so the same code runs locally and on
+Databricks. With layer bronze, the ingestion tasks of the range come first (`retail_ingestion`:
+OLTP rows by `updated_at`, POS landing files by day, each replacing bronze's rows of the range),
+then the transformation tasks. Rows per day are counted before and after, and the quality job is
+run once the range is rebuilt.
+
+Bronze is counted by the day its rows were ingested for (`updated_at` for OLTP tables, the event
+date for POS); after a re-ingestion it holds what the source holds for those days, so a day may
+have fewer rows than before (versions of a row the source has since updated), only an empty day
+is a failure there. Silver and gold must not lose rows.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from retail_lakehouse.errors import LakehouseError, ParameterError
+from retail_lakehouse.errors import LakehouseError, ParameterError, SqlError, TableNotFoundError
 from retail_lakehouse.ops import _delta
 from retail_lakehouse.ops._delta import TableRef
 from retail_lakehouse.ops.data_freshness import slas
@@ -33,6 +40,7 @@ if TYPE_CHECKING:
 LAYERS = ("bronze", "silver", "gold")
 MAX_DAYS = 366
 JOB = "retail_transformation"
+INGESTION_JOB = "retail_ingestion"
 QUALITY_JOB = "retail_data_quality_checks"
 _ORDERS = ["clean_orders", "clean_order_items", "build_fact_sales", "build_agg_daily_sales"]
 # Tasks of retail_transformation that rebuild a table with a business date, and what follows from it.
@@ -45,6 +53,16 @@ TASKS: dict[str, list[str]] = {
 }
 _BRONZE_TO_SILVER = {"bronze.orders": "silver.orders", "bronze.order_items": "silver.order_items",
                      "bronze.pos_events": "silver.pos_transactions"}
+# Tasks of retail_ingestion that re-ingest a silver table's sources (an order's lines come with it).
+INGEST_TASKS: dict[str, list[str]] = {
+    "silver.orders": ["ingest_orders", "ingest_order_items"],
+    "silver.order_items": ["ingest_orders", "ingest_order_items"],
+    "silver.pos_transactions": ["ingest_pos_events"],
+}
+_UPDATED_DAY = "to_date(try_to_timestamp(updated_at, 'yyyy-MM-dd HH:mm:ss'))"
+# Bronze is counted by the day its rows were ingested for (what a bronze backfill replaces).
+BRONZE_DAYS = {"bronze.orders": _UPDATED_DAY, "bronze.order_items": _UPDATED_DAY,
+               "bronze.pos_events": "to_date(try_to_timestamp(event_ts))"}
 
 
 def table_layer(name: str) -> str | None:
@@ -63,6 +81,13 @@ class BackfillPlan:
     tasks: list[str]
     tables: list[str]
     env: str
+
+    @property
+    def jobs(self) -> list[str]:
+        """The jobs whose tasks the plan runs (ingestion first)."""
+        ingest = any(t.startswith("ingest_") for t in self.tasks)
+        rest = any(not t.startswith("ingest_") for t in self.tasks)
+        return [INGESTION_JOB] * ingest + [JOB] * rest
 
     @property
     def parameters(self) -> dict[str, str]:
@@ -89,85 +114,85 @@ def make_plan(tdef: TableDef, start: dt.date, end: dt.date, layers: list[str], *
 
     Raises:
         ParameterError: end before start, a range over MAX_DAYS, a table without a business date,
-            no layer, or bronze (re-ingestion is not offered by the ingestion job yet).
+            no layer, or layers with nothing to rebuild for the table.
     """
     date_range(start, end)
     if (end - start).days + 1 > MAX_DAYS:
         raise ParameterError("end_date", f"the range has {(end - start).days + 1} days; backfill at most {MAX_DAYS}")
     if not layers:
         raise ParameterError("layers", f"name at least one of {', '.join(LAYERS)}")
-    if "bronze" in layers:
-        raise ParameterError(
-            "layers", "bronze re-ingestion of a range needs backfill parameters on the retail_ingestion job, "
-            "which it does not declare yet; backfill silver,gold (bronze keeps every landed row)"
-        )
     ref = _BRONZE_TO_SILVER.get(tdef.ref, tdef.ref)
     if ref not in TASKS:
         raise ParameterError(
             "table", f"{tdef.ref} has no business date to backfill by; use one of {', '.join(TASKS)} "
             "(dimensions are rebuilt whole by the next run)"
         )
-    prefixes = tuple({"silver": "clean_", "gold": "build_"}[layer] for layer in layers)
-    tasks = [t for t in TASKS[ref] if t.startswith(prefixes)]
+    prefixes = tuple({"bronze": "ingest_", "silver": "clean_", "gold": "build_"}[layer] for layer in layers)
+    tasks = [t for t in INGEST_TASKS.get(ref, []) + TASKS[ref] if t.startswith(prefixes)]
     if not tasks:
         raise ParameterError("layers", f"{tdef.ref} has nothing to rebuild in layers {layers}")
-    tables = [("silver." if t.startswith("clean_") else "gold.") + t.split("_", 1)[1] for t in tasks]
+    layer_of = {"ingest": "bronze", "clean": "silver", "build": "gold"}
+    tables = [f"{layer_of[t.split('_', 1)[0]]}.{t.split('_', 1)[1]}" for t in tasks]
     return BackfillPlan(tdef, start, end, list(layers), tasks, tables, env)
 
 
 def _day_expr(ref: str) -> str:
+    if ref in BRONZE_DAYS:
+        return BRONZE_DAYS[ref]
     return next(s.business_date for s in slas() if s.table == ref and s.business_date)
 
 
 def day_counts(w: WorkspaceClient, p: BackfillPlan) -> pd.DataFrame:
-    """Rows per business day of the range, per table (long form: table, day, rows); missing days have 0."""
-    frames = []
+    """Rows per day of the range, per table (long form: table, day, rows); missing days have 0.
+
+    One statement counts every table; only when it fails (a table not created yet) is each table's
+    existence checked, and the ones that exist counted.
+    """
     days = pd.date_range(p.start, p.end, freq="D").date
-    for ref in p.tables:
-        tref = TableRef.of(registry().get(ref), p.env)
-        expr = _day_expr(ref)
-        counts: dict[dt.date, int] = {}
-        if _delta.exists(w, tref):
-            frame = _delta.sql(
-                w,
-                f"SELECT {expr} AS day, count(*) AS n FROM {tref.full} WHERE {expr} BETWEEN :start AND :end GROUP BY 1",
-                {"start": p.start, "end": p.end},
-                env=p.env,
-            )
-            counts = {pd.Timestamp(d).date(): int(n) for d, n in zip(frame["day"], frame["n"], strict=True)}
-        frames.append(pd.DataFrame({"table": ref, "day": days, "rows": [counts.get(d, 0) for d in days]}))
+    refs = [(ref, TableRef.of(registry().get(ref), p.env)) for ref in p.tables]
+    try:
+        counts = _count_days(w, p, [(i, ref, tref) for i, (ref, tref) in enumerate(refs)])
+    except (SqlError, TableNotFoundError):
+        found = _delta.sql_each(w, [f"DESCRIBE DETAIL {tref.full}" for _, tref in refs], env=p.env)
+        present = [(i, ref, tref) for i, ((ref, tref), d) in enumerate(zip(refs, found, strict=True))
+                   if not isinstance(d, Exception)]
+        counts = _count_days(w, p, present) if present else {}
+    frames = [pd.DataFrame({"table": ref, "day": days, "rows": [counts.get(i, {}).get(d, 0) for d in days]})
+              for i, (ref, _) in enumerate(refs)]
     return pd.concat(frames, ignore_index=True)
 
 
+def _count_days(w: WorkspaceClient, p: BackfillPlan, tables: list[tuple[int, str, TableRef]]) -> dict[int, dict]:
+    union = " UNION ALL ".join(
+        f"SELECT {i} AS i, day, count(*) AS n FROM (SELECT {_day_expr(ref)} AS day FROM {tref.full}) "
+        "WHERE day BETWEEN :start AND :end GROUP BY day"
+        for i, ref, tref in tables
+    )
+    frame = _delta.sql(w, union, {"start": p.start, "end": p.end}, env=p.env)
+    counts: dict[int, dict[dt.date, int]] = {}
+    for i, d, n in zip(frame["i"], frame["day"], frame["n"], strict=True):
+        counts.setdefault(int(i), {})[pd.Timestamp(d).date()] = int(n)
+    return counts
+
+
 def submit_tasks(w: WorkspaceClient, p: BackfillPlan, *, timeout: float = 3600) -> int:
-    """Run the plan's tasks of the transformation job, with backfill parameters, as one run; wait for it.
+    """Run the plan's tasks of the ingestion and transformation jobs, with backfill parameters, as one run.
+
+    Ingestion tasks come first: every transformation task of the run waits for them.
 
     Raises:
         LakehouseError: the run did not succeed (the message names the failed tasks).
     """
-    from databricks.sdk.service.jobs import NotebookTask, SubmitTask, TaskDependency
+    from databricks.sdk.service.jobs import SubmitTask, TaskDependency
 
-    from retail_lakehouse.workspace import job_id
-
-    job = w.jobs.get(job_id(w, JOB))
-    settings = job.settings
-    clusters = {c.job_cluster_key: c.new_cluster for c in (settings.job_clusters or [])} if settings else {}
     chosen = set(p.tasks)
-    tasks = []
-    for t in (settings.tasks or []) if settings else []:
-        if t.task_key not in chosen or t.notebook_task is None:
-            continue
-        base = dict(t.notebook_task.base_parameters or {})
-        base.update(p.parameters)
-        deps = [TaskDependency(task_key=d.task_key) for d in (t.depends_on or []) if d.task_key in chosen]
-        tasks.append(
-            SubmitTask(
-                task_key=t.task_key,
-                notebook_task=NotebookTask(notebook_path=t.notebook_task.notebook_path, base_parameters=base),
-                depends_on=deps or None,
-                new_cluster=clusters.get(t.job_cluster_key) if t.job_cluster_key else None,
-            )
-        )
+    ingest = [t for t in p.tasks if t.startswith("ingest_")]
+    tasks: list[SubmitTask] = []
+    for job in p.jobs:
+        for task in _job_tasks(w, job, chosen, p.parameters):
+            if job == JOB and ingest:
+                task.depends_on = (task.depends_on or []) + [TaskDependency(task_key=k) for k in ingest]
+            tasks.append(task)
     run_name = f"backfill {p.tdef.ref} {p.start}..{p.end}"
     waiter = w.jobs.submit(run_name=run_name, tasks=tasks)
     run_id = waiter.run_id if hasattr(waiter, "run_id") and waiter.run_id else waiter.response.run_id
@@ -188,6 +213,34 @@ def submit_tasks(w: WorkspaceClient, p: BackfillPlan, *, timeout: float = 3600) 
     return int(run_id)
 
 
+def _job_tasks(w: WorkspaceClient, name: str, chosen: set[str], parameters: dict[str, str]) -> list[Any]:
+    """The chosen notebook tasks of a deployed job as submit tasks, with the parameters added."""
+    from databricks.sdk.service.jobs import NotebookTask, SubmitTask, TaskDependency
+
+    from retail_lakehouse.workspace import job_id
+
+    settings = w.jobs.get(job_id(w, name)).settings
+    clusters = {c.job_cluster_key: c.new_cluster for c in (settings.job_clusters or [])} if settings else {}
+    out = []
+    for t in (settings.tasks or []) if settings else []:
+        if t.task_key not in chosen or t.notebook_task is None:
+            continue
+        base = dict(t.notebook_task.base_parameters or {})
+        base.update(parameters)
+        deps = [TaskDependency(task_key=d.task_key) for d in (t.depends_on or []) if d.task_key in chosen]
+        out.append(
+            SubmitTask(
+                task_key=t.task_key,
+                notebook_task=NotebookTask(notebook_path=t.notebook_task.notebook_path, base_parameters=base),
+                depends_on=deps or None,
+                new_cluster=clusters.get(t.job_cluster_key) if t.job_cluster_key else None,
+                max_retries=t.max_retries,
+                min_retry_interval_millis=t.min_retry_interval_millis,
+            )
+        )
+    return out
+
+
 def run_quality(w: WorkspaceClient, env: str) -> pd.DataFrame:
     """Run the quality job and return the checks it wrote (status per table and check)."""
     from retail_lakehouse.workspace import run_job
@@ -205,13 +258,14 @@ def run_quality(w: WorkspaceClient, env: str) -> pd.DataFrame:
 
 
 def judge(p: BackfillPlan, before: pd.DataFrame, after: pd.DataFrame, quality: pd.DataFrame) -> list[str]:
-    """Problems left after the backfill (pure): empty days, days that lost rows, failed error checks."""
+    """Problems left after the backfill (pure): empty days, silver/gold days that lost rows, failed error checks."""
     problems = []
     merged = before.merge(after, on=["table", "day"], suffixes=("_before", "_after"))
     for _, row in merged.iterrows():
         if row["rows_after"] == 0:
             problems.append(f"{row['table']} has no rows for {row['day']}")
-        elif row["rows_after"] < row["rows_before"]:
+        elif row["rows_after"] < row["rows_before"] and not str(row["table"]).startswith("bronze."):
+            # Bronze re-ingested holds what the source holds now (see the module's docstring).
             problems.append(f"{row['table']} lost rows on {row['day']}: {row['rows_before']} -> {row['rows_after']}")
     if not quality.empty:
         failed = quality[(quality["check_status"] == "FAILED") & (quality["criticality"] == "error")]
@@ -237,7 +291,7 @@ def run(
     before = day_counts(w, p)
     if dry_run:
         return BackfillOutcome(True, before, before, message=(
-            f"dry run: would run tasks {p.tasks} of {JOB} with {p.parameters}, rewriting {p.tables} for "
+            f"dry run: would run tasks {p.tasks} of {p.jobs} with {p.parameters}, rewriting {p.tables} for "
             f"{p.start}..{p.end}; nothing changed"))
     refs = {t: TableRef.of(registry().get(t), p.env) for t in p.tables}
     versions_before = {t: _delta.version(w, r) for t, r in refs.items() if _delta.exists(w, r)}

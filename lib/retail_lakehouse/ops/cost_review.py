@@ -180,23 +180,18 @@ def storage(w: WorkspaceClient, *, env: str) -> pd.DataFrame:
     """
     import pandas as pd
 
-    from retail_lakehouse.errors import LakehouseError
-    from retail_lakehouse.workspace import run_sql
+    from retail_lakehouse.ops import _delta
 
     settings = load_settings(env)
+    tables = [(t, t.full_name(settings)) for t in registry()]
+    # Independent statements, run concurrently (see _delta.sql_each); results in registry order.
+    details = _delta.sql_each(w, [f"DESCRIBE DETAIL {full}" for _, full in tables], env=env)
+    present = [(t, full, d.iloc[0]) for (t, full), d in zip(tables, details, strict=True) if not isinstance(d, Exception)]
+    vacuums = _delta.sql_each(w, [f"VACUUM {full} DRY RUN" for _, full, _ in present], env=env)
     rows = []
-    for t in registry():
-        full = t.full_name(settings)
-        try:
-            d = run_sql(w, f"DESCRIBE DETAIL {full}", env=env).iloc[0]
-        except LakehouseError:
-            continue  # not created yet
+    for (t, full, d), vac in zip(present, vacuums, strict=True):
         size, files = int(d["sizeInBytes"] or 0), int(d["numFiles"] or 0)
-        try:
-            vac = run_sql(w, f"VACUUM {full} DRY RUN", env=env)
-            vacuum_files = len(vac)
-        except LakehouseError:
-            vacuum_files = 0
+        vacuum_files = 0 if isinstance(vac, Exception) else len(vac)
         avg = size / files if files else 0
         rows.append({"table": full, "layer": t.layer, "size_mb": round(size / 1e6, 3), "files": files,
                      "vacuum_files": vacuum_files, "vacuum_reclaim_mb_est": round(vacuum_files * avg / 1e6, 3)})
@@ -291,13 +286,18 @@ class CostReview:
 
 def review(w: WorkspaceClient, start: dt.date, end: dt.date, *, env: str, include_storage: bool = True) -> CostReview:
     """Review cost for a period (inclusive dates)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import pandas as pd
 
-    records = usage(w, start, end, env=env)
-    parts = summarize(records)
-    extra = extra_runs(records, expected_per_day=int(ASSUMPTIONS["expected_runs_per_day"]))
-    clusters = cluster_findings(w)
-    store = storage(w, env=env) if include_storage else pd.DataFrame()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cost-storage") as pool:
+        # The storage review (two statements per table) is independent of usage and clusters: overlap them.
+        sizing = pool.submit(storage, w, env=env) if include_storage else None
+        records = usage(w, start, end, env=env)
+        parts = summarize(records)
+        extra = extra_runs(records, expected_per_day=int(ASSUMPTIONS["expected_runs_per_day"]))
+        clusters = cluster_findings(w)
+        store = sizing.result() if sizing is not None else pd.DataFrame()
     days = (end - start).days + 1
     recs = recommend(by_cluster=parts["by_cluster"], extra=extra, clusters=clusters, storage_frame=store,
                      period_days=days)

@@ -75,19 +75,27 @@ def slas() -> tuple[Sla, ...]:
 
 
 def observe(w: WorkspaceClient, env: str, sla_list: tuple[Sla, ...] | None = None) -> pd.DataFrame:
-    """Per table: last commit time and newest business date (missing tables have NaT/None)."""
+    """Per table: last commit time and newest business date (missing tables have NaT/None).
+
+    One `DESCRIBE HISTORY ... LIMIT 1` per table (concurrently; a table that does not exist fails it)
+    and one statement for every business date at once.
+    """
+    refs = [(sla, TableRef.of(registry().get(sla.table), env)) for sla in sla_list or slas()]
+    histories = _delta.sql_each(w, [f"DESCRIBE HISTORY {ref.full} LIMIT 1" for _, ref in refs], env=env)
     rows: list[dict[str, Any]] = []
-    for sla in sla_list or slas():
-        ref = TableRef.of(registry().get(sla.table), env)
+    for (sla, ref), hist in zip(refs, histories, strict=True):
         row: dict[str, Any] = {"table": sla.table, "full_name": ref.full, "last_commit": pd.NaT, "business_date": None}
-        if _delta.exists(w, ref):
-            hist = _delta.history(w, ref, limit=1)
+        if isinstance(hist, pd.DataFrame) and len(hist):
             row["last_commit"] = pd.Timestamp(hist["timestamp"].iloc[0])
-            if sla.business_date:
-                frame = _delta.sql(w, f"SELECT max({sla.business_date}) AS d FROM {ref.full}", env=env)
-                value = frame["d"].iloc[0]
-                row["business_date"] = None if pd.isna(value) else pd.Timestamp(value).date()
         rows.append(row)
+    dated = [(i, sla, ref) for i, (sla, ref) in enumerate(refs) if sla.business_date and pd.notna(rows[i]["last_commit"])]
+    if dated:
+        union = " UNION ALL ".join(
+            f"SELECT {i} AS i, CAST(max({sla.business_date}) AS DATE) AS d FROM {ref.full}" for i, sla, ref in dated
+        )
+        frame = _delta.sql(w, union, env=env)
+        for i, value in zip(frame["i"], frame["d"], strict=True):
+            rows[int(i)]["business_date"] = None if pd.isna(value) else pd.Timestamp(value).date()
     return pd.DataFrame(rows, columns=["table", "full_name", "last_commit", "business_date"])
 
 

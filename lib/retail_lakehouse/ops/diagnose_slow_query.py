@@ -304,11 +304,12 @@ def resolve_target(w: WorkspaceClient, table: str, query_id: str, *, env: str) -
 
     from retail_lakehouse.workspace import query_history
 
-    history = query_history(w, max_results=200)
     if query_id:
-        rows = history[history["query_id"] == query_id] if len(history) else pd.DataFrame()
+        # Asked for by id: found however old it is (not only among the latest 200).
+        rows = query_history(w, query_ids=[query_id], max_results=10)
+        rows = rows[rows["query_id"] == query_id] if len(rows) else pd.DataFrame()
         if rows.empty:
-            raise ParameterError("query_id", f"no query {query_id!r} in the recent query history; copy the id from "
+            raise ParameterError("query_id", f"no query {query_id!r} in the query history; copy the id from "
                                  "the SQL warehouse's query history page")
         tdef = table_of_query(str(rows["query_text"].iloc[0]), env)
         if tdef is None:
@@ -316,6 +317,7 @@ def resolve_target(w: WorkspaceClient, table: str, query_id: str, *, env: str) -
         return tdef, rows
     if not table:
         raise ParameterError("table", "give a table (e.g. silver.orders) or a query_id")
+    history = query_history(w, max_results=200)
     tdef = registry().get(table)
     full = tdef.full_name(load_settings(env))
     about = history[history["query_text"].fillna("").str.contains(full, regex=False)] if len(history) else history
