@@ -152,7 +152,7 @@ def test_first_deploy_creates_jobs_and_uploads_notebooks(w, root, first):
     assert task.notebook_task.base_parameters == {"env": "local", "run_id": "{{job.run_id}}"}
     assert (task.max_retries, task.min_retry_interval_millis, task.job_cluster_key) == (2, 2000, "small")
     assert job.job_clusters[0].new_cluster.num_workers == 2
-    assert [p.name for p in job.parameters] == ["max_files_per_trigger"]
+    assert [p.name for p in job.parameters] == ["max_files_per_trigger", "backfill_start_date", "backfill_end_date"]
     deps = next(
         t
         for t in w.jobs.get(first.job_ids["retail_transformation"]).settings.tasks

@@ -237,9 +237,11 @@ def test_cancel_stops_the_engine_work(ws, w):
     deadline = time.monotonic() + 60
     while cpu_in(0.5) < 0.15:  # until the engine is at work on it (minutes of work; the cores are shared)
         assert time.monotonic() < deadline and not st.done.is_set()
+    busy = cpu_in(1.0)
     w.statement_execution.cancel_execution(r.statement_id)
     assert w.statement_execution.get_statement(r.statement_id).status.state == StatementState.CANCELED
     assert st.done.wait(15)  # the engine's operation was interrupted: the statement's worker is free
-    assert cpu_in(1.0) < 0.1  # and the engine is idle again
+    idle = min(cpu_in(1.0) for _ in range(3))  # and the engine is idle again (other threads tick a little)
+    assert idle < min(0.3, busy / 3), (busy, idle)
     r2 = w.statement_execution.execute_statement("SELECT 7 AS still_here", WH, wait_timeout="30s")
     assert r2.result.data_array == [["7"]]
