@@ -13,10 +13,9 @@ one task to the next.
         finally:
             pool.release(km)
 
-`execute_notebook` does the same for one notebook at a time (the book's example runs, tests):
-papermill with a kernel forked from this process's fork server. `python -m retail_lakehouse.kernels`
-installs the `lakehouse-warm` kernel spec (the `python3` kernel, launched by forking), which any
-Jupyter client can name, e.g. `pytest --nbmake --nbmake-kernel=lakehouse-warm`.
+`python -m retail_lakehouse.kernels` installs the `lakehouse-warm` kernel spec (the `python3`
+kernel, launched by forking), which any Jupyter client can name, e.g.
+`pytest --nbmake --nbmake-kernel=lakehouse-warm`.
 """
 
 from __future__ import annotations
@@ -29,12 +28,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from jupyter_client.manager import KernelManager
 
-__all__ = ["KernelPool", "WarmKernelError", "execute_notebook"]
+__all__ = ["KernelPool", "WarmKernelError", "install_kernel_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -174,34 +173,6 @@ class KernelPool:
             self._cond.notify_all()
         if km is not None:  # closed meanwhile
             _shutdown(km)
-
-
-_shared: KernelPool | None = None
-_shared_lock = threading.Lock()
-
-
-def execute_notebook(
-    source: str | Path, output: str | Path, parameters: dict[str, Any] | None = None, *, cwd: str | Path, **kwargs: Any
-) -> Any:
-    """`papermill.execute_notebook` in a forked warm kernel whose working directory is `cwd`.
-
-    Same result as papermill's own kernel (a fresh process per notebook); `kwargs` go to papermill.
-    """
-    import papermill
-
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            _shared = KernelPool(size=1, budget=1 << 30)
-            _shared.fork = True
-    km = _shared.acquire(cwd)
-    try:
-        kwargs.setdefault("progress_bar", False)
-        return papermill.execute_notebook(
-            str(source), str(output), parameters=parameters or {}, kernel_name=KERNEL_NAME, km=km, **kwargs
-        )
-    finally:
-        _shared.release(km)
 
 
 # ----------------------------------------------------------------------------- kernel plumbing
