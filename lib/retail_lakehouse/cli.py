@@ -97,6 +97,21 @@ def cmd_workspace(args: argparse.Namespace) -> int:
     return ws.cmd_status()
 
 
+def cmd_kernels(args: argparse.Namespace) -> int:
+    from retail_lakehouse import _zygote
+
+    if args.action == "stop":
+        stopped = _zygote.stop_servers()
+        print(f"stopped {len(stopped)} kernel fork server(s)" + (f": pids {', '.join(map(str, stopped))}" if stopped else ""))
+        return 0
+    servers = _zygote.running_servers()
+    if not servers:
+        print("no kernel fork server running (the next warm kernel starts one)")
+    for server in servers:
+        print(f"kernel fork server pid {server['pid']} on {server['socket']}")
+    return 0
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     from retail_lakehouse.deploy import run_cli
 
@@ -165,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["start", "stop", "status"])
     p.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
     p.set_defaults(func=cmd_workspace)
+
+    p = sub.add_parser("kernels", help="the fork server that gives warm notebook kernels (status, stop)")
+    p.add_argument("action", choices=["status", "stop"])
+    p.set_defaults(func=cmd_kernels)
 
     p = sub.add_parser("deploy", help="upload notebooks and library, create or update the jobs of databricks.yml")
     p.add_argument("--env", required=True, choices=["local", "dev", "qa", "prod"])

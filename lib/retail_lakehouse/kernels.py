@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 KERNEL_NAME = "python3"
 START_TIMEOUT = 60.0
 _IPC_PREFIX = "lakehouse-kernel-"
-FORK_FROM = 3  # kernels a pool needs before it starts the fork server
 # What a pipeline notebook imports; run silently (no history, no execution count) in a new kernel.
 _WARM_UP = """\
 import os as __os
@@ -73,11 +72,11 @@ class KernelPool:
 
     def __init__(self, size: int, budget: int, *, extra_arguments: list[str] | None = None) -> None:
         self.size, self.budget = max(0, size), max(0, budget)
-        # Starting the fork server costs what about two kernels cost: worth it from three on, or
-        # when this process already has one running.
-        from retail_lakehouse._zygote import server
+        # Kernels fork from the user's shared fork server (started by the first pool or notebook
+        # run that needs it, then kept): see _zygote.
+        from retail_lakehouse._zygote import enabled
 
-        self.fork = budget >= FORK_FROM or server.running
+        self.fork = enabled()
         self.extra_arguments = extra_arguments or ["--HistoryManager.hist_file=:memory:"]
         self._ready: list[KernelManager] = []
         self._starting = 0
@@ -190,20 +189,12 @@ def _new_manager() -> KernelManager:
 def _start_kernel(extra_arguments: list[str], *, fork: bool = True) -> KernelManager:
     """A started kernel: forked from the warm fork server, or launched as a new process."""
     km = _new_manager()
-    if fork and os.environ.get("LAKEHOUSE_FORK_KERNELS", "1") != "0":
-        from retail_lakehouse._zygote import ForkProvisioner, ZygoteError
+    if fork:
+        from retail_lakehouse._zygote import ForkProvisioner
 
+        # Falls back to launching a process itself when the fork server cannot be had.
         km.kernel_id = str(uuid.uuid4())
         km.provisioner = ForkProvisioner(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km)
-        try:
-            km.start_kernel(extra_arguments=list(extra_arguments))
-            return km
-        except ZygoteError as exc:
-            log.warning("fork server unavailable (%s): launching the kernel as a new process", exc)
-            _shutdown(km)
-            km = _new_manager()
-        except Exception as exc:
-            raise WarmKernelError(f"could not start a {KERNEL_NAME!r} kernel: {exc}") from exc
     try:
         km.start_kernel(extra_arguments=list(extra_arguments))
     except Exception as exc:

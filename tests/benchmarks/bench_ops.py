@@ -8,18 +8,20 @@ the ops tests' `demo_lakehouse` fixture does). Then every notebook runs with its
 line in a new process, with env local and no engine of the benchmark's own (no SPARK_REMOTE), so
 each run starts, finds or reuses the local workspace exactly as a run from a terminal does:
 
-- `cold`: one run per notebook with no local workspace running (the run starts it: engine start,
-  table registration, imports of the server included);
+- `cold`: one run per notebook with nothing running (no local workspace, no kernel fork server):
+  the run starts both (engine start, table registration, the imports of both included);
 - `warm`: `--runs` rounds over all notebooks (interleaved, so load from other users of the machine
-  spreads evenly) with the workspace a previous run started still up: the median is the figure
-  compared with the goal;
-- `in_process` (the baseline, unless `--no-baseline`): right after each warm run, the same notebook
-  with `LAKEHOUSE_WORKSPACE_AUTOSTART=0`, so its kernel starts the workspace and the engine itself,
-  as every run did before the workspace was kept; `speedup` is the ratio of the two medians.
+  spreads evenly) with the workspace and the fork server a previous run started still up: the
+  notebooks' own kernel, `lakehouse-warm`, is forked with pandas, plotly, databricks-sdk and the
+  library imported. The median is the figure compared with the goal;
+- `plain_kernel` (the baseline, unless `--no-baseline`): right after each warm run, the same
+  notebook with `-k python3`, a fresh interpreter importing everything itself, as every run did
+  before the fork server; `speedup` is the ratio of the two medians.
 
-Also measured, to show what a notebook cannot go below: papermill with an empty notebook (kernel
-start), and a notebook that only imports what every ops notebook imports (pandas, plotly,
-databricks-sdk). The load average is recorded with the figures: the machine may be shared.
+Also measured, to show what a notebook cannot go below: papermill with an empty notebook on each
+kernel, and a notebook that only imports what every ops notebook imports (pandas, plotly,
+databricks-sdk) on a plain kernel. The load average is recorded with the figures: the machine may
+be shared.
 
     python tests/benchmarks/bench_ops.py [--runs 5] [--notebooks backfill,restore] [--keep-home] [--no-baseline]
 """
@@ -43,9 +45,10 @@ from _common import ROOT, fresh_home, report  # noqa: E402
 GOAL_S = 5.0
 PAPERMILL = str(ROOT / ".venv" / "bin" / "papermill")
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "ops_notebooks").glob("*.ipynb"))
-FLOORS = {
-    "empty": ["x = 1"],
-    "imports": ["x = 1", "import pandas as pd\nimport plotly.express as px\nimport databricks.sdk"],
+FLOORS = {  # name: (kernel, cells)
+    "empty": ("python3", ["x = 1"]),
+    "empty_warm": ("lakehouse-warm", ["x = 1"]),
+    "imports": ("python3", ["x = 1", "import pandas as pd\nimport plotly.express as px\nimport databricks.sdk"]),
 }
 
 
@@ -62,20 +65,19 @@ def build_demo(home: Path) -> None:
     subprocess.run([sys.executable, "-c", code], env=_env(home), check=True, capture_output=True, text=True)
 
 
-def _env(home: Path, *, in_process: bool = False) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "LAKEHOUSE_WORKSPACE_AUTOSTART")}
+def _env(home: Path) -> dict[str, str]:
+    drop = ("SPARK_REMOTE", "LAKEHOUSE_WORKSPACE_AUTOSTART", "LAKEHOUSE_FORK_KERNELS")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(LAKEHOUSE_HOME=str(home), LAKEHOUSE_ENV="local")
-    if in_process:
-        env["LAKEHOUSE_WORKSPACE_AUTOSTART"] = "0"
     return env
 
 
-def run_papermill(notebook: Path, out: Path, home: Path, *extra: str, in_process: bool = False) -> dict[str, float]:
+def run_papermill(notebook: Path, out: Path, home: Path, *extra: str) -> dict[str, float]:
     """One `papermill NOTEBOOK OUT` in a new process: wall seconds and CPU seconds of its process tree."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run([PAPERMILL, str(notebook), str(out), "--log-level", "ERROR", *extra],
-                          env=_env(home, in_process=in_process), capture_output=True, text=True, cwd=ROOT)
+                          env=_env(home), capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -89,6 +91,17 @@ def stop_workspace(home: Path) -> None:
                    capture_output=True, check=False)
 
 
+def stop_fork_servers(home: Path) -> None:
+    subprocess.run([str(ROOT / ".venv" / "bin" / "lakehouse"), "kernels", "stop"], env=_env(home),
+                   capture_output=True, check=False)
+
+
+def _fork_server_pids() -> set[int]:
+    from retail_lakehouse._zygote import running_servers
+
+    return {s["pid"] for s in running_servers()}
+
+
 def _server_pid(home: Path) -> int | None:
     try:
         return json.loads((home / "workspace" / "server.json").read_text()).get("pid")
@@ -100,8 +113,8 @@ def floor_notebooks(home: Path) -> dict[str, Path]:
     import nbformat
 
     paths = {}
-    for name, cells in FLOORS.items():
-        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+    for name, (kernel, cells) in FLOORS.items():
+        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": kernel, "display_name": kernel,
                                                               "language": "python"}})
         nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
         nb.cells[0].metadata["tags"] = ["parameters"]
@@ -121,8 +134,7 @@ def main() -> None:
     parser.add_argument("--notebooks", default=",".join(NOTEBOOKS))
     parser.add_argument("--keep-home", action="store_true", help="keep the demo lakehouse (path printed)")
     parser.add_argument("--no-baseline", action="store_true",
-                        help="skip the in-process runs (each starting its own workspace and engine) interleaved with "
-                             "the measured ones")
+                        help="skip the plain-kernel runs (python3, no fork server) interleaved with the measured ones")
     args = parser.parse_args()
     chosen = [n.strip() for n in args.notebooks.split(",") if n.strip()]
     unknown = set(chosen) - set(NOTEBOOKS)
@@ -137,37 +149,34 @@ def main() -> None:
         t = time.perf_counter()
         build_demo(home)
         build_s = time.perf_counter() - t
-        # The baseline runs get a copy: in their home no workspace is running that they could use.
-        base_home = home.with_name(home.name + "-baseline")
-        if not args.no_baseline:
-            shutil.copytree(home, base_home, symlinks=True)
-        floors = {name: [] for name in FLOORS}
-        for name, nb in floor_notebooks(home).items():
-            for _ in range(3):
-                floors[name].append(run_papermill(nb, out / f"{name}.ipynb", home, "-k", "python3")["wall"])
-
         cold: dict[str, dict[str, float]] = {}
-        for name in chosen:  # each with no workspace running: the run starts it
+        for name in chosen:  # each with nothing running: the run starts the workspace and the fork server
             stop_workspace(home)
+            stop_fork_servers(home)
             cold[name] = run_papermill(ROOT / "ops_notebooks" / f"{name}.ipynb", out / f"{name}.ipynb", home)
         load.append(os.getloadavg()[0])
 
+        floors = {name: [] for name in FLOORS}
+        for name, nb in floor_notebooks(home).items():
+            for _ in range(3):
+                floors[name].append(run_papermill(nb, out / f"{name}.ipynb", home)["wall"])
+
         warm: dict[str, list[dict[str, float]]] = {name: [] for name in chosen}
         baseline: dict[str, list[dict[str, float]]] = {name: [] for name in chosen}
-        servers = set()  # a workspace restarted meanwhile (the library was edited) makes a warm run cold
+        servers, fork_servers = set(), set()  # restarted meanwhile (the library was edited): a warm run was cold
         for _ in range(args.runs):
             for name in chosen:
                 notebook = ROOT / "ops_notebooks" / f"{name}.ipynb"
                 warm[name].append(run_papermill(notebook, out / f"{name}.ipynb", home))
                 servers.add(_server_pid(home))
+                fork_servers |= _fork_server_pids()
                 if not args.no_baseline:  # right after, under the same load
-                    baseline[name].append(run_papermill(notebook, out / f"{name}.ipynb", base_home, in_process=True))
+                    baseline[name].append(run_papermill(notebook, out / f"{name}.ipynb", home, "-k", "python3"))
             load.append(os.getloadavg()[0])
     finally:
         stop_workspace(home)
         if not args.keep_home:
             shutil.rmtree(home, ignore_errors=True)
-            shutil.rmtree(home.with_name(home.name + "-baseline"), ignore_errors=True)
 
     per_notebook = {}
     for name in chosen:
@@ -181,8 +190,8 @@ def main() -> None:
         }
         if baseline[name]:
             base = statistics.median(s["wall"] for s in baseline[name])
-            per_notebook[name].update(in_process_median_s=round(base, 2),
-                                      in_process_samples_s=[round(s["wall"], 2) for s in baseline[name]],
+            per_notebook[name].update(plain_kernel_median_s=round(base, 2),
+                                      plain_kernel_samples_s=[round(s["wall"], 2) for s in baseline[name]],
                                       speedup=round(base / statistics.median(walls), 2))
     medians = [v["median_s"] for v in per_notebook.values()]
     report(
@@ -195,14 +204,16 @@ def main() -> None:
             "median_of_medians_s": round(statistics.median(medians), 2),
             "notebooks": per_notebook,
             "floor_empty_notebook_s": _stats(floors["empty"]),
+            "floor_empty_notebook_warm_kernel_s": _stats(floors["empty_warm"]),
             "floor_imports_notebook_s": _stats(floors["imports"]),
             "workspace_servers_during_warm_runs": len(servers - {None}),
+            "fork_servers_during_warm_runs": len(fork_servers),
             "demo_build_s": round(build_s, 1),
             "load_average_1m": [round(x, 2) for x in load],
             "home": str(home) if args.keep_home else None,
         },
     )
-    print(json.dumps({n: (v["median_s"], v.get("in_process_median_s"), v["cold_s"]) for n, v in per_notebook.items()}))
+    print(json.dumps({n: (v["median_s"], v.get("plain_kernel_median_s"), v["cold_s"]) for n, v in per_notebook.items()}))
 
 
 if __name__ == "__main__":

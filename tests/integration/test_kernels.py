@@ -119,24 +119,49 @@ def test_cold_kernels_without_the_fork_server(home, monkeypatch, tmp_path):
     assert probe["ppid"] == os.getpid() and probe["cwd"] == str(tmp_path) and probe["preloaded"]
 
 
-def test_kernels_and_fork_server_exit_when_the_runner_dies(home, tmp_path):
+def test_kernels_exit_when_the_runner_dies_and_the_fork_server_stays(home, tmp_path):
+    from retail_lakehouse import _zygote
+
     script = tmp_path / "runner.py"
     script.write_text(
         "import json, os, sys\n"
         "from retail_lakehouse.kernels import KernelPool\n"
         "pool = KernelPool(size=1, budget=3).__enter__()\n"
         "km = pool.acquire(os.getcwd())\n"
-        "from retail_lakehouse._zygote import server\n"
-        "print(json.dumps({'kernel': km.provisioner.pid, 'zygote': server._proc.pid}), flush=True)\n"
+        "print(json.dumps({'kernel': km.provisioner.pid}), flush=True)\n"
         "os.kill(os.getpid(), 9)\n"  # killed: no clean-up runs
     )
+    # The kernel shares the runner's stdout: run() returning at all shows the kernel let go of it.
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     pids = json.loads(proc.stdout.strip().splitlines()[-1])
     deadline = time.monotonic() + 15
-    while (alive(pids["kernel"]) or alive(pids["zygote"])) and time.monotonic() < deadline:
+    while alive(pids["kernel"]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not alive(pids["kernel"]), "the kernel outlived the process that started it"
-    assert not alive(pids["zygote"]), "the fork server outlived the process that started it"
+    servers = _zygote.running_servers()
+    assert servers and all(alive(s["pid"]) for s in servers), "the shared fork server serves the next process"
+
+
+def test_the_fork_server_is_shared_between_processes_and_private(home, tmp_path):
+    from retail_lakehouse import _zygote
+
+    code = ("import json, os\n"
+            "from retail_lakehouse.kernels import KernelPool\n"
+            "with KernelPool(size=1, budget=1) as pool:\n"
+            "    km = pool.acquire(os.getcwd())\n"
+            "    kc = km.client(); kc.start_channels(); kc.wait_for_ready(timeout=60)\n"
+            "    out = []\n"
+            "    kc.execute_interactive('import os; print(os.getppid())', output_hook=lambda m: out.append(m['content'].get('text', '')))\n"
+            "    kc.stop_channels(); pool.release(km)\n"
+            "print(json.dumps({'ppid': int(''.join(out))}))\n")
+    parents = [json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                                         cwd=tmp_path, check=True).stdout.strip().splitlines()[-1])["ppid"]
+               for _ in range(2)]
+    servers = {s["pid"] for s in _zygote.running_servers()}
+    assert parents[0] == parents[1] and parents[0] in servers, "both processes forked from the same server"
+    folder = Path(_zygote.running_servers()[0]["socket"]).parent
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert all(p.stat().st_mode & 0o077 == 0 for p in folder.glob("*.sock"))
 
 
 def test_the_lakehouse_warm_kernel_spec_forks(home, tmp_path):
@@ -152,3 +177,65 @@ def test_the_lakehouse_warm_kernel_spec_forks(home, tmp_path):
     finally:
         km.shutdown_kernel(now=True)
     assert probe["ppid"] != os.getpid() and probe["cwd"] == str(tmp_path) and probe["preloaded"]
+
+
+def test_a_server_of_older_library_code_is_replaced(home, monkeypatch, tmp_path):
+    from retail_lakehouse import _zygote
+
+    python = sys.executable
+    _zygote.spawn(python, ["--version"], "/", {})  # the child prints a version and exits; the server stays
+    py, code = _zygote._code_stamp(python)
+    old = _zygote._answers(_zygote._socket_dir() / f"{py}-{code}.sock")
+    monkeypatch.setattr(_zygote, "_code_stamp", lambda _python: (py, code + "x"))  # as after an edit
+    _zygote.spawn(python, ["--version"], "/", {})
+    new_sock = _zygote._socket_dir() / f"{py}-{code}x.sock"
+    new = _zygote._answers(new_sock)
+    try:
+        deadline = time.monotonic() + 10
+        while alive(old) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert old and new and new != old
+        assert not alive(old), "the server of the older code was stopped"
+        assert not (_zygote._socket_dir() / f"{py}-{code}.sock").exists()
+    finally:
+        _zygote._stop(new_sock.with_suffix(".pid"))
+
+
+def test_a_shared_folder_is_refused_and_kernels_launch_plainly(home, monkeypatch, tmp_path):
+    import tempfile
+
+    from jupyter_client.manager import KernelManager
+
+    from retail_lakehouse import _zygote
+    from retail_lakehouse.kernels import WARM_SPEC
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    (tmp_path / f"lakehouse-kernels-{os.getuid()}").mkdir(mode=0o777)
+    os.chmod(tmp_path / f"lakehouse-kernels-{os.getuid()}", 0o777)
+    with pytest.raises(_zygote.ZygoteError, match="not a private folder"):
+        _zygote.spawn(sys.executable, ["--version"], "/", {})
+    km = KernelManager(kernel_name=WARM_SPEC)
+    km.start_kernel(cwd=str(tmp_path))
+    try:
+        probe = json.loads(run(km, PROBE))
+    finally:
+        km.shutdown_kernel(now=True)
+    assert probe["ppid"] == os.getpid(), "launched as a child of this process, not forked"
+
+
+def test_lakehouse_kernels_status_and_stop(home, tmp_path):
+    from retail_lakehouse import _zygote
+
+    lakehouse = [sys.executable, "-m", "retail_lakehouse.cli"]
+    _zygote.spawn(sys.executable, ["--version"], "/", {})
+    status = subprocess.run([*lakehouse, "kernels", "status"], capture_output=True, text=True, check=True).stdout
+    pid = _zygote.running_servers()[0]["pid"]
+    assert f"pid {pid}" in status
+    stop = subprocess.run([*lakehouse, "kernels", "stop"], capture_output=True, text=True, check=True).stdout
+    assert str(pid) in stop
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(pid) and _zygote.running_servers() == []
+    assert "no kernel fork server running" in subprocess.run([*lakehouse, "kernels", "status"], capture_output=True,
+                                                             text=True, check=True).stdout

@@ -14,7 +14,7 @@ def run_notebook(name: str, tmp_path: Path, **parameters) -> str:
     """Execute ops_notebooks/<name>.ipynb and return all its text outputs joined."""
     out = tmp_path / f"{name}.out.ipynb"
     papermill.execute_notebook(str(ROOT / "ops_notebooks" / f"{name}.ipynb"), str(out), parameters=parameters,
-                               kernel_name="python3", cwd=str(ROOT), progress_bar=False)
+                               cwd=str(ROOT), progress_bar=False)  # the notebook's own kernel: lakehouse-warm
     return notebook_text(out)
 
 
