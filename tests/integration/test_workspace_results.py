@@ -150,7 +150,7 @@ def test_links_take_no_bearer_token(ws, w):
 
 
 def test_run_sql_asks_again_for_an_expired_link(ws, w):
-    from retail_lakehouse.workspace import _download_chunks
+    from retail_lakehouse.statements import _download_chunks
 
     ws.statements.links.ttl_seconds = 1
     try:
@@ -207,7 +207,7 @@ def test_run_sql_gives_the_same_frame_both_ways(w):
 
 
 def test_run_sql_chooses_links_for_unbounded_queries():
-    from retail_lakehouse.workspace import _wants_links
+    from retail_lakehouse.statements import _wants_links
 
     assert _wants_links("SELECT * FROM retail.gold.fact_sales")
     assert _wants_links("-- big\n/* all */ WITH x AS (SELECT 1) SELECT * FROM t")
