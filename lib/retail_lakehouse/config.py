@@ -106,6 +106,23 @@ class Settings:
         return path if path.is_absolute() else self.home / path
 
 
+def load_yaml(text: str) -> Any:
+    """`yaml.safe_load`, with libyaml's parser when PyYAML has it (about 8x faster; the same documents).
+
+    A malformed document is parsed again by the pure-Python loader, so errors read as before.
+
+    Raises:
+        yaml.YAMLError: the text is not valid YAML.
+    """
+    loader = getattr(yaml, "CSafeLoader", None)
+    if loader is None:
+        return yaml.safe_load(text)
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError:
+        return yaml.safe_load(text)
+
+
 def current_env() -> str:
     """The environment from `LAKEHOUSE_ENV`, default `local`."""
     return os.environ.get("LAKEHOUSE_ENV", "local")
@@ -117,7 +134,7 @@ def _load(env: str, directory: str) -> Settings:
     if not path.exists():
         raise ConfigError(f"no parameter file {path}; create it from params/local.yaml")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
     missing = [k for k in ("catalog", "schemas") if k not in raw]

@@ -258,6 +258,22 @@ def refresh_tables(env: str | None = None) -> int:
     return len(new)
 
 
+def is_registered(spark: SparkSession, full_name: str) -> bool:
+    """True when `full_name` is registered in this session's catalog (per session: Sail's catalog is)."""
+    entry = _registered.get(id(spark))
+    return entry is not None and full_name in entry[1]
+
+
+def mark_registered(spark: SparkSession, full_name: str, *, registered: bool = True) -> None:
+    """Record that `full_name` was registered in (or dropped from) this session's catalog."""
+    schemas, names = _registered.setdefault(id(spark), (set(), set()))
+    if registered:
+        names.add(full_name)
+        schemas.add(full_name.split(".")[1])
+    else:
+        names.discard(full_name)
+
+
 def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
 
@@ -398,6 +414,7 @@ def _drop_table(spark: SparkSession, settings: Settings, name: str, *, if_exists
     else:
         shutil.rmtree(path)
     spark.sql(f"DROP TABLE IF EXISTS {full}")
+    mark_registered(spark, full, registered=False)
     return spark.createDataFrame([], "result string")
 
 

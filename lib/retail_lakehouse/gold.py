@@ -21,7 +21,7 @@ from retail_lakehouse.config import Settings, load_settings
 from retail_lakehouse.errors import ParameterError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Sequence
 
     from pyspark.sql import Column, DataFrame
 
@@ -366,9 +366,29 @@ def _read(ref: str, settings: Settings) -> DataFrame:
     return spark.table(full)
 
 
-def _max_text(df: DataFrame, column: str) -> str | None:
+def _max_text_and_count(df: DataFrame, column: str) -> tuple[str | None, int]:
+    """The newest `column` value as text (None when no rows) and the row count, in one query."""
     F = _F()
-    return df.select(F.date_format(F.max(column), "yyyy-MM-dd HH:mm:ss.SSSSSS").alias("m")).collect()[0][0]
+    row = df.select(
+        F.date_format(F.max(column), "yyyy-MM-dd HH:mm:ss.SSSSSS").alias("m"), F.count(F.lit(1)).alias("n")
+    ).collect()[0]
+    return row["m"], int(row["n"])
+
+
+def _max_texts(frames: dict[str, DataFrame], column: str) -> dict[str, str | None]:
+    """The newest `column` value of several frames as text, in one query (single-row aggregates, cross-joined)."""
+    F = _F()
+    names = list(frames)
+    joined = None
+    for i, name in enumerate(names):
+        agg = frames[name].select(
+            F.date_format(F.max(column), "yyyy-MM-dd HH:mm:ss.SSSSSS").alias(f"m{i}")
+        )
+        joined = agg if joined is None else joined.crossJoin(agg)
+    if joined is None:
+        return {}
+    row = joined.collect()[0]
+    return {name: row[f"m{i}"] for i, name in enumerate(names)}
 
 
 def _since(df: DataFrame, watermark: str | None, column: str = "_processed_at") -> DataFrame:
@@ -379,10 +399,6 @@ def _full(ref: str, settings: Settings) -> str:
     from retail_lakehouse.tables import registry
 
     return registry().get(ref, settings=settings).full_name(settings)
-
-
-def _keys_of(dates: Iterable[dt.date | None]) -> list[int]:
-    return sorted({int(d.strftime("%Y%m%d")) for d in dates if d is not None})
 
 
 def _partition_filter(keys: Sequence[int]) -> str:
@@ -466,12 +482,11 @@ def build_dim_customer(run_id: str, *, env: str | None = None) -> BuildResult:
     pipeline, source = _pipeline("dim_customer"), "silver.customers"
     watermark = get_watermark(pipeline, source, env=settings.env)
     incoming = _since(_read(source, settings), watermark)
-    new_mark = _max_text(incoming, "_processed_at")
+    new_mark, rows_read = _max_text_and_count(incoming, "_processed_at")
     if new_mark is None:
         return BuildResult(
             full, "skipped", watermark=watermark, details="no silver changes since the watermark"
         )
-    rows_read = incoming.count()
     changes = scd2_changes(_read("gold.dim_customer", settings), customer_source(incoming), run_id=run_id)
     # Materialize: the MERGE must not read the dimension it is rewriting through a lazy plan.
     rows = changes.collect()
@@ -482,7 +497,11 @@ def build_dim_customer(run_id: str, *, env: str | None = None) -> BuildResult:
     if rows:
         spark = changes.sparkSession
         frame = spark.createDataFrame(rows, schema=changes.schema).drop("change_type")
-        writes.merge_into(frame, "gold.dim_customer", keys=["customer_sk"], env=settings.env)
+        # The rows are here already: check their keys are unique in Python, not with another query.
+        unique = len({r["customer_sk"] for r in rows}) == len(rows)
+        writes.merge_into(
+            frame, "gold.dim_customer", keys=["customer_sk"], assume_unique=unique, env=settings.env
+        )
     set_watermark(pipeline, source, new_mark, run_id, env=settings.env)
     return BuildResult(
         full,
@@ -540,19 +559,25 @@ def _build_scd1(
     pipeline = _pipeline(table)
     watermark = get_watermark(pipeline, source, env=settings.env)
     incoming = _since(_read(source, settings), watermark)
-    new_mark = _max_text(incoming, "_processed_at")
+    # One query: the new watermark and the insert/update split (scd1_frame is a select of `incoming`,
+    # so its rows and keys are incoming's).
+    existing = _read(f"gold.{table}", settings).select(F.col(key).alias("_k"))
+    stats = (
+        incoming.join(existing, incoming[key] == existing["_k"], "left")
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.count("_k").alias("matched"),
+            F.date_format(F.max("_processed_at"), "yyyy-MM-dd HH:mm:ss.SSSSSS").alias("m"),
+        )
+        .collect()[0]
+    )
+    new_mark = stats["m"]
     if new_mark is None:
         return BuildResult(
             full, "skipped", watermark=watermark, details="no silver changes since the watermark"
         )
     frame = scd1_frame(
         incoming, columns=columns, key=key, sk_column=sk_column, sk_prefix=prefix, run_id=run_id
-    )
-    existing = _read(f"gold.{table}", settings).select(F.col(key).alias("_k"))
-    stats = (
-        frame.join(existing, frame[key] == existing["_k"], "left")
-        .agg(F.count(F.lit(1)).alias("n"), F.count("_k").alias("matched"))
-        .collect()[0]
     )
     writes.merge_into(frame, f"gold.{table}", keys=[sk_column], env=settings.env)
     set_watermark(pipeline, source, new_mark, run_id, env=settings.env)
@@ -595,14 +620,13 @@ def _touched_date_keys(settings: Settings, marks: dict[str, str | None]) -> list
     orders = _read("silver.orders", settings)
     new_items = _since(items, marks["silver.order_items"])
     new_orders = _since(orders, marks["silver.orders"])
-    dates = new_items.select(F.col("order_date").alias("d")).unionByName(
-        new_orders.select(F.col("order_date").alias("d"))
+    # The three kinds of dates below are collected in one query, as yyyymmdd keys.
+    dates = new_items.select(date_key(F.col("order_date")).alias("k")).unionByName(
+        new_orders.select(date_key(F.col("order_date")).alias("k"))
     )
-    keys = set(_keys_of(r["d"] for r in dates.distinct().collect()))
     touched_ids = new_items.select("order_id").unionByName(new_orders.select("order_id")).distinct()
     fact = _read("gold.fact_sales", settings)
-    moved = fact.join(touched_ids, "order_id", "left_semi").select("date_key").distinct()
-    keys |= {int(r["date_key"]) for r in moved.collect() if r["date_key"] is not None}
+    moved = fact.join(touched_ids, "order_id", "left_semi").select(F.col("date_key").cast("int").alias("k"))
     # Customers changed since the watermark: dates whose stored customer_sk is no longer the as-of version.
     customers = _since(_read("silver.customers", settings), marks["silver.customers"]).select("customer_id")
     their_orders = orders.join(customers, "customer_id", "left_semi").select(
@@ -615,8 +639,9 @@ def _touched_date_keys(settings: Settings, marks: dict[str, str | None]) -> list
     stale = resolved.join(stored, resolved["order_id"] == stored["_f_order_id"], "inner").filter(
         F.coalesce(F.col("_d_customer_sk"), F.lit(UNKNOWN_SK)) != F.col("_f_sk")
     )
-    keys |= set(_keys_of(r["order_date"] for r in stale.select("order_date").distinct().collect()))
-    return sorted(keys)
+    stale_dates = stale.select(date_key(F.col("order_date")).alias("k"))
+    rows = dates.unionByName(moved).unionByName(stale_dates).distinct().collect()
+    return sorted({int(r["k"]) for r in rows if r["k"] is not None})
 
 
 def build_fact_sales(
@@ -643,7 +668,7 @@ def build_fact_sales(
         ParameterError: malformed or reversed dates.
     """
     from retail_lakehouse import writes
-    from retail_lakehouse.watermarks import get_watermark, set_watermark
+    from retail_lakehouse.watermarks import get_watermarks, set_watermarks
 
     settings = load_settings(env)
     full = _full("gold.fact_sales", settings)
@@ -671,9 +696,9 @@ def build_fact_sales(
         keys = tuple(int(d.strftime("%Y%m%d")) for d in _days(start, end))
         return BuildResult(full, "backfill", rows_read=written, inserted=written, date_keys=keys)
 
-    marks = {s: get_watermark(pipeline, s, env=settings.env) for s in sources}
+    marks = get_watermarks(pipeline, sources, env=settings.env)
     # Read the new marks first: rows landing during the build are simply read again next time.
-    new_marks = {s: _max_text(_read(s, settings), "_processed_at") for s in sources}
+    new_marks = _max_texts({s: _read(s, settings) for s in sources}, "_processed_at")
     first_run = not _exists(full, settings) or all(marks[s] is None for s in sources[:2])
     if first_run:
         written = frame.count()
@@ -685,15 +710,15 @@ def build_fact_sales(
         written = 0
         if keys:
             predicate = _partition_filter(keys)
-            part = frame.filter(predicate)
+            # Computed once on the server: the count and the write read the same rows.
+            part = frame.filter(predicate).localCheckpoint()
             written = part.count()
             writes.write_table(
                 part, "gold.fact_sales", mode="overwrite", replace_where=predicate, env=settings.env
             )
         mode = "incremental"
-    for s in sources:
-        if new_marks[s] is not None:
-            set_watermark(pipeline, s, new_marks[s], run_id, env=settings.env)
+    set_watermarks(pipeline, {s: new_marks[s] for s in sources if new_marks[s] is not None}, run_id,
+                   env=settings.env)
     return BuildResult(
         full,
         mode,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -31,12 +32,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from retail_lakehouse.config import Settings, load_settings
+from retail_lakehouse.config import Settings, load_settings, load_yaml
 from retail_lakehouse.errors import CheckFailedError, ConfigError, LakehouseError, ParameterError
 
 if TYPE_CHECKING:
     import pandas as pd
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
 __all__ = [
     "CheckContext",
@@ -44,13 +45,19 @@ __all__ = [
     "CheckResult",
     "CheckSpec",
     "QualityReport",
+    "Aggregate",
+    "Scope",
     "evaluate",
+    "evaluate_table",
     "known_checks",
     "load_rule_sets",
     "parse_rule_sets",
     "register",
+    "register_aggregate",
     "run_checks",
 ]
+
+log = logging.getLogger(__name__)
 
 Criticality = Literal["error", "warn"]
 CRITICALITIES = ("error", "warn")
@@ -114,9 +121,73 @@ class CheckContext:
     business_date: dt.datetime | None
     read: Callable[[str], DataFrame]
     full_name: Callable[[str], str]
+    memo: dict[Any, Any] = field(default_factory=dict)  # shared by one run's contexts (tables do not change)
 
 
 CheckFunction = Callable[[CheckContext, Mapping[str, Any]], CheckOutcome]
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """A check as aggregates, so a table's checks share one query.
+
+    Attributes:
+        columns: aggregates over the checked rows (joined with `Scope.marker` references); they count
+            only rows where the builder's `keep` holds.
+        finish: (values, context) -> outcome; values are those of `columns`, then of `frames`.
+        frames: (frame, aggregates) pairs over other rows (a grouping, another table); each gives one row.
+    """
+
+    columns: tuple[Column, ...]
+    finish: Callable[[Sequence[Any], CheckContext], CheckOutcome]
+    frames: tuple[tuple[DataFrame, tuple[Column, ...]], ...] = ()
+
+
+class Scope:
+    """What an aggregate builder works with: the checked table's context and shared reference joins."""
+
+    def __init__(self, ctx: CheckContext) -> None:
+        self.ctx = ctx
+        self.markers: dict[tuple[str, str], str] = {}
+
+    def marker(self, column: str, reference: str) -> str:
+        """The column holding `reference`'s value matching `column` (NULL when it has none there)."""
+        return self.markers.setdefault((column, reference), f"__ref{len(self.markers)}")
+
+    def joined(self) -> DataFrame:
+        """The checked rows left-joined with each distinct reference column asked for."""
+        F = _F()
+        df = self.ctx.df
+        for (column, reference), marker in self.markers.items():
+            ref_table, ref_column = _split_reference(reference)
+            # Distinct values: the left join keeps exactly one row per checked row.
+            parents = self.ctx.read(ref_table).select(F.col(ref_column).alias(marker)).distinct()
+            df = df.join(parents, F.col(column) == F.col(marker), "left")
+        return df
+
+    def query(self, aggregates: Sequence[Aggregate]) -> list[list[Any]]:
+        """Every aggregate's values, from one query (single-row frames cross-joined)."""
+        main_columns: list[Column] = []
+        frames: list[DataFrame] = []
+        spans: list[list[tuple[int, int]]] = []
+        total = 0
+        for agg in aggregates:
+            parts = [(total, total + len(agg.columns))]
+            main_columns += [c.alias(f"__v{total + k}") for k, c in enumerate(agg.columns)]
+            total += len(agg.columns)
+            for frame, columns in agg.frames:
+                frames.append(frame.agg(*[c.alias(f"__f{total + k}") for k, c in enumerate(columns)]))
+                parts.append((total, total + len(columns)))
+                total += len(columns)
+            spans.append(parts)
+        query = self.joined().agg(*main_columns) if main_columns else None
+        for frame in frames:
+            query = frame if query is None else query.crossJoin(frame)
+        if query is None:
+            return [[] for _ in aggregates]
+        row = query.collect()[0]
+        by_position = {int(name[3:]): row[name] for name in row.asDict()}
+        return [[by_position[p] for a, b in parts for p in range(a, b)] for parts in spans]
 
 
 @dataclass(frozen=True)
@@ -126,8 +197,10 @@ class _Kind:
     required: tuple[str, ...]
     optional: tuple[str, ...]
     validate: Callable[[Mapping[str, Any]], list[str]] | None
+    aggregate: AggregateBuilder | None = None
 
 
+AggregateBuilder = Callable[[Mapping[str, Any], "Column", Scope], Aggregate]
 _CHECKS: dict[str, _Kind] = {}
 
 
@@ -143,6 +216,31 @@ def register(
     def decorator(fn: CheckFunction) -> CheckFunction:
         _CHECKS[name] = _Kind(name, fn, tuple(required), tuple(optional), validate)
         return fn
+
+    return decorator
+
+
+def register_aggregate(
+    name: str,
+    *,
+    required: Sequence[str] = (),
+    optional: Sequence[str] = (),
+    validate: Callable[[Mapping[str, Any]], list[str]] | None = None,
+) -> Callable[[AggregateBuilder], AggregateBuilder]:
+    """Register a check given as an `Aggregate` builder (decorator): ``builder(arguments, keep, scope)``.
+
+    `run_checks` evaluates a table's aggregate checks in one query (``keep`` is the check's ``where``);
+    alone (`evaluate`) the check runs as a query of its own.
+    """
+
+    def decorator(builder: AggregateBuilder) -> AggregateBuilder:
+        def function(ctx: CheckContext, arguments: Mapping[str, Any]) -> CheckOutcome:
+            scope = Scope(ctx)
+            agg = builder(arguments, _F().lit(True), scope)  # evaluate() applied `where` already
+            return agg.finish(scope.query([agg])[0], ctx)
+
+        _CHECKS[name] = _Kind(name, function, tuple(required), tuple(optional), validate, builder)
+        return builder
 
     return decorator
 
@@ -270,7 +368,7 @@ def load_rule_sets(
     raw_sets, problems = [], []
     for name, text in sorted(files):
         try:
-            raw_sets.append((name, yaml.safe_load(text)))
+            raw_sets.append((name, load_yaml(text)))
         except yaml.YAMLError as exc:
             problems.append(f"{name}: not valid YAML: {exc}")
     try:
@@ -283,38 +381,13 @@ def load_rule_sets(
     return parsed
 
 
-# ----------------------------------------------------------------------------- check functions
+# ----------------------------------------------------------------------------- helpers of check functions
 
 
 def _F():  # noqa: N802 - pyspark.sql.functions, imported lazily
     from pyspark.sql import functions as F
 
     return F
-
-
-def _ratio(bad: int, total: int) -> float:
-    return bad / total if total else 0.0
-
-
-def _ratio_outcome(bad: int, total: int, limit: float, what: str) -> CheckOutcome:
-    ratio = _ratio(bad, total)
-    return CheckOutcome(ratio <= limit, ratio, float(limit), f"{bad} of {total} rows ({ratio:.2%}) {what}")
-
-
-def _columns(arguments: Mapping[str, Any], key: str = "columns") -> list[str]:
-    value = arguments[key]
-    return [value] if isinstance(value, str) else list(value)
-
-
-def _need_list(key: str) -> Callable[[Mapping[str, Any]], list[str]]:
-    def check(arguments: Mapping[str, Any]) -> list[str]:
-        value = arguments.get(key)
-        ok = isinstance(value, str) or (
-            isinstance(value, list) and value and all(isinstance(v, str) for v in value)
-        )
-        return [] if ok else [f"{key!r} must be a column name or a non-empty list of column names"]
-
-    return check
 
 
 def _reference_problems(value: Any, key: str = "references") -> list[str]:
@@ -326,287 +399,6 @@ def _reference_problems(value: Any, key: str = "references") -> list[str]:
 def _split_reference(value: str) -> tuple[str, str]:
     layer, table, column = value.split(".")
     return f"{layer}.{table}", column
-
-
-@register(
-    "not_null", required=("columns",), optional=("max_violation_ratio",), validate=_need_list("columns")
-)
-def check_not_null(ctx: CheckContext, arguments: Mapping[str, Any]) -> CheckOutcome:
-    """Rows with a NULL in any of `columns`."""
-    F = _F()
-    cols = _columns(arguments)
-    any_null = F.lit(False)
-    for c in cols:
-        any_null = any_null | F.col(c).isNull()
-    row = ctx.df.agg(
-        F.count(F.lit(1)).alias("n"), F.sum(F.when(any_null, 1).otherwise(0)).alias("bad")
-    ).collect()[0]
-    return _ratio_outcome(
-        int(row["bad"] or 0),
-        int(row["n"]),
-        float(arguments.get("max_violation_ratio", 0)),
-        f"have a NULL in {', '.join(cols)}",
-    )
-
-
-@register("unique", required=("columns",), optional=("max_violation_ratio",), validate=_need_list("columns"))
-def check_unique(ctx: CheckContext, arguments: Mapping[str, Any]) -> CheckOutcome:
-    """Rows beyond the first of each duplicated `columns` combination."""
-    F = _F()
-    cols = _columns(arguments)
-    # Aliased keys: Sail 0.7 fails a nested aggregate over a Delta partition column grouped by name
-    # ("Physical input schema should be the same as ... logical", nullability of the partition column).
-    groups = ctx.df.groupBy(*[F.col(c).alias(f"__key{i}") for i, c in enumerate(cols)]).count()
-    row = groups.agg(
-        F.coalesce(F.sum("count"), F.lit(0)).alias("n"),
-        F.coalesce(F.sum(F.when(F.col("count") > 1, F.col("count") - 1).otherwise(0)), F.lit(0)).alias("bad"),
-    ).collect()[0]
-    return _ratio_outcome(
-        int(row["bad"]),
-        int(row["n"]),
-        float(arguments.get("max_violation_ratio", 0)),
-        f"repeat a value of ({', '.join(cols)})",
-    )
-
-
-def _ri_validate(arguments: Mapping[str, Any]) -> list[str]:
-    return _reference_problems(arguments.get("references"))
-
-
-@register(
-    "referential_integrity",
-    required=("column", "references"),
-    optional=("unknown_value", "unknown_is_violation", "max_violation_ratio"),
-    validate=_ri_validate,
-)
-def check_referential_integrity(ctx: CheckContext, arguments: Mapping[str, Any]) -> CheckOutcome:
-    """Non-NULL values of `column` missing from `references` (``layer.table.column``).
-
-    ``unknown_value`` (e.g. -1, the unknown member) is accepted unless ``unknown_is_violation`` is true.
-    """
-    F = _F()
-    column = arguments["column"]
-    ref_table, ref_column = _split_reference(arguments["references"])
-    values = ctx.df.select(F.col(column).alias("_v")).filter(F.col("_v").isNotNull())
-    unknown = arguments.get("unknown_value")
-    if unknown is not None and not arguments.get("unknown_is_violation", False):
-        values = values.filter(F.col("_v") != F.lit(unknown))
-    parents = ctx.read(ref_table).select(F.col(ref_column).alias("_v")).distinct()
-    total = ctx.df.count()
-    bad = values.join(parents, "_v", "left_anti").count()
-    note = (
-        f" (unknown member {unknown} allowed)"
-        if unknown is not None and not arguments.get("unknown_is_violation", False)
-        else ""
-    )
-    return _ratio_outcome(
-        bad,
-        total,
-        float(arguments.get("max_violation_ratio", 0)),
-        f"have a {column} not in {arguments['references']}{note}",
-    )
-
-
-def _range_validate(arguments: Mapping[str, Any]) -> list[str]:
-    if "min" not in arguments and "max" not in arguments:
-        return ["value_range needs `min`, `max` or both"]
-    return []
-
-
-@register(
-    "value_range",
-    required=("column",),
-    optional=("min", "max", "max_violation_ratio"),
-    validate=_range_validate,
-)
-def check_value_range(ctx: CheckContext, arguments: Mapping[str, Any]) -> CheckOutcome:
-    """Non-NULL values of `column` outside [`min`, `max`]."""
-    F = _F()
-    col = F.col(arguments["column"])
-    outside = F.lit(False)
-    if "min" in arguments:
-        outside = outside | (col < F.lit(arguments["min"]))
-    if "max" in arguments:
-        outside = outside | (col > F.lit(arguments["max"]))
-    row = ctx.df.agg(
-        F.count(F.lit(1)).alias("n"), F.sum(F.when(col.isNotNull() & outside, 1).otherwise(0)).alias("bad")
-    ).collect()[0]
-    bounds = f"[{arguments.get('min', '-inf')}, {arguments.get('max', '+inf')}]"
-    return _ratio_outcome(
-        int(row["bad"] or 0),
-        int(row["n"]),
-        float(arguments.get("max_violation_ratio", 0)),
-        f"have {arguments['column']} outside {bounds}",
-    )
-
-
-def _max_timestamp(df: DataFrame, column: str) -> dt.datetime | None:
-    F = _F()
-    value = df.select(
-        F.date_format(
-            F.max(F.expr(f"try_cast(`{column}` AS timestamp)")), "yyyy-MM-dd HH:mm:ss.SSSSSS"
-        ).alias("m")
-    ).collect()[0]["m"]
-    return dt.datetime.fromisoformat(value) if value else None
-
-
-def _freshness_validate(arguments: Mapping[str, Any]) -> list[str]:
-    problems = (
-        [] if "reference" not in arguments else _reference_problems(arguments["reference"], "reference")
-    )
-    if not isinstance(arguments.get("max_lag_hours"), int | float):
-        problems.append("'max_lag_hours' must be a number")
-    return problems
-
-
-@register(
-    "freshness", required=("column", "max_lag_hours"), optional=("reference",), validate=_freshness_validate
-)
-def check_freshness(ctx: CheckContext, arguments: Mapping[str, Any]) -> CheckOutcome:
-    """Hours between the business date and the newest `column` value.
-
-    The business date is ``business_date`` given at run time (a date means the end of that day), else
-    the newest value of ``reference`` (``layer.table.column``, e.g. the same column upstream). Never the
-    wall clock: generated history is judged against its own time.
-    """
-    column, limit = arguments["column"], float(arguments["max_lag_hours"])
-    newest = _max_timestamp(ctx.df, column)
-    if ctx.business_date is not None:
-        as_of, basis = ctx.business_date, "business_date"
-    elif "reference" in arguments:
-        ref_table, ref_column = _split_reference(arguments["reference"])
-        as_of, basis = _max_timestamp(ctx.read(ref_table), ref_column), f"max({arguments['reference']})"
-        if as_of is None:
-            return CheckOutcome(
-                True, 0.0, limit, f"{arguments['reference']} has no rows: nothing to be fresh against"
-            )
-    else:
-        return CheckOutcome(
-            False, None, limit, "no business date: pass business_date or set a `reference` argument"
-        )
-    if newest is None:
-        return CheckOutcome(False, None, limit, f"no {column} values; business date {as_of} ({basis})")
-    lag = max((as_of - newest).total_seconds() / 3600, 0.0)
-    return CheckOutcome(
-        lag <= limit,
-        round(lag, 3),
-        limit,
-        f"newest {column} {newest} is {lag:.1f} h behind {as_of} ({basis}); limit {limit:g} h",
-    )
-
-
-def _reconciliation_validate(arguments: Mapping[str, Any]) -> list[str]:
-    has_source, from_monitoring = "source" in arguments, bool(arguments.get("from_monitoring"))
-    if has_source == from_monitoring:
-        return ["row_count_reconciliation needs exactly one of `source` (a table) or `from_monitoring: true`"]
-    problems = []
-    if "exists_in" in arguments:
-        spec = arguments["exists_in"]
-        if not isinstance(spec, Mapping) or "column" not in spec or "references" not in spec:
-            problems.append("'exists_in' must be {column, references: layer.table.column}")
-        else:
-            problems += _reference_problems(spec["references"], "exists_in.references")
-    return problems
-
-
-def _latest_reconciliation(ctx: CheckContext) -> DataFrame:
-    """Reconciliation rows of this table for the run: `run_id` when present, else its latest run."""
-    F = _F()
-    rows = ctx.read("monitoring.reconciliation").filter(F.col("table_name") == ctx.full_name(ctx.table))
-    mine = rows.filter(F.col("run_id") == ctx.run_id)
-    if mine.limit(1).count():
-        return mine
-    latest = rows.orderBy(F.col("processed_at").desc()).select("run_id").limit(1).collect()
-    return rows.filter(F.col("run_id") == latest[0]["run_id"]) if latest else rows.limit(0)
-
-
-@register(
-    "row_count_reconciliation",
-    optional=("source", "source_where", "exists_in", "distinct", "tolerance_ratio", "from_monitoring"),
-    validate=_reconciliation_validate,
-)
-def check_row_count_reconciliation(ctx: CheckContext, arguments: Mapping[str, Any]) -> CheckOutcome:
-    """Row counts agree between layers.
-
-    With ``source``: this table's rows vs the source's (``source_where`` filters it; ``exists_in``
-    keeps source rows whose ``column`` exists in ``references``; ``distinct`` counts the source's distinct
-    combinations of those columns), within ``tolerance_ratio``.
-    With ``from_monitoring: true``: the run's ``monitoring.reconciliation`` rows for this table are balanced.
-    """
-    F = _F()
-    if arguments.get("from_monitoring"):
-        rows = _latest_reconciliation(ctx).collect()
-        if not rows:
-            return CheckOutcome(
-                True, 0.0, 0.0, "no monitoring.reconciliation rows for this table: nothing to reconcile"
-            )
-        unbalanced = [r for r in rows if not r["balanced"]]
-        r = rows[0]
-        details = (
-            f"run {r['run_id']}: bronze {r['bronze_rows']} = silver {r['silver_rows']} + quarantined "
-            f"{r['quarantined_rows']} + duplicates {r['duplicates_removed']}"
-        )
-        return CheckOutcome(
-            not unbalanced,
-            float(len(unbalanced)),
-            0.0,
-            ("balanced; " if not unbalanced else "NOT balanced; ") + details,
-        )
-    source = ctx.read(arguments["source"])
-    if arguments.get("source_where"):
-        source = source.filter(arguments["source_where"])
-    if "exists_in" in arguments:
-        spec = arguments["exists_in"]
-        ref_table, ref_column = _split_reference(spec["references"])
-        parents = ctx.read(ref_table).select(F.col(ref_column).alias(spec["column"])).distinct()
-        source = source.join(parents, spec["column"], "left_semi")
-    if arguments.get("distinct"):
-        source = source.select(*_columns(arguments, "distinct")).distinct()
-    expected, actual = source.count(), ctx.df.count()
-    diff = abs(actual - expected)
-    ratio = _ratio(diff, expected) if expected else float(diff > 0)
-    tolerance = float(arguments.get("tolerance_ratio", 0))
-    return CheckOutcome(
-        ratio <= tolerance,
-        ratio,
-        tolerance,
-        f"{actual} rows vs {expected} in {arguments['source']} (difference {diff}, {ratio:.2%})",
-    )
-
-
-def _quarantine_validate(arguments: Mapping[str, Any]) -> list[str]:
-    value = arguments.get("max_ratio")
-    return (
-        [] if isinstance(value, int | float) and 0 <= value <= 1 else ["'max_ratio' must be a number in 0..1"]
-    )
-
-
-@register("quarantine_rate", required=("max_ratio",), validate=_quarantine_validate)
-def check_quarantine_rate(ctx: CheckContext, arguments: Mapping[str, Any]) -> CheckOutcome:
-    """Quarantined / bronze rows of the run (``monitoring.reconciliation``) at most ``max_ratio``."""
-    F = _F()
-    limit = float(arguments["max_ratio"])
-    row = (
-        _latest_reconciliation(ctx)
-        .agg(
-            F.sum("bronze_rows").alias("b"),
-            F.sum("quarantined_rows").alias("q"),
-            F.max("run_id").alias("run"),
-        )
-        .collect()[0]
-    )
-    if row["run"] is None:
-        return CheckOutcome(
-            True, 0.0, limit, "no monitoring.reconciliation rows for this table: nothing quarantined"
-        )
-    bronze, quarantined = int(row["b"] or 0), int(row["q"] or 0)
-    ratio = _ratio(quarantined, bronze)
-    return CheckOutcome(
-        ratio <= limit,
-        round(ratio, 6),
-        limit,
-        f"run {row['run']}: {quarantined} of {bronze} bronze rows quarantined ({ratio:.2%})",
-    )
 
 
 # ----------------------------------------------------------------------------- running
@@ -629,13 +421,20 @@ def evaluate(spec: CheckSpec, ctx: CheckContext) -> CheckResult:
             ctx.business_date,
             ctx.read,
             ctx.full_name,
+            ctx.memo,
         )
     try:
         outcome = kind.function(ctx, spec.arguments)
     except Exception as exc:  # a broken check must not hide the others' results
-        outcome = CheckOutcome(
-            False, None, None, f"check could not run: {type(exc).__name__}: {str(exc)[:500]}"
-        )
+        outcome = _broken(exc)
+    return _result(spec, ctx, outcome)
+
+
+def _broken(exc: Exception) -> CheckOutcome:
+    return CheckOutcome(False, None, None, f"check could not run: {type(exc).__name__}: {str(exc)[:500]}")
+
+
+def _result(spec: CheckSpec, ctx: CheckContext, outcome: CheckOutcome) -> CheckResult:
     where = f" [where {spec.arguments['where']}]" if spec.arguments.get("where") else ""
     return CheckResult(
         table_name=ctx.full_name(spec.table),
@@ -647,6 +446,45 @@ def evaluate(spec: CheckSpec, ctx: CheckContext) -> CheckResult:
         threshold=None if outcome.threshold is None else float(outcome.threshold),
         details=outcome.details + where,
     )
+
+
+def evaluate_table(specs: Sequence[CheckSpec], ctx: CheckContext) -> list[CheckResult]:
+    """Run a table's checks: the aggregate ones in one query, the others one by one; results in order.
+
+    The same outcomes as `evaluate` on each: a check's ``where`` becomes its aggregates' filter, and
+    reference checks share left joins with the distinct reference values (row counts unchanged).
+    When the shared query fails, each check runs alone, so a broken check is reported as it would be.
+    """
+    F = _F()
+    scope = Scope(ctx)
+    batch: dict[int, Aggregate] = {}
+    for i, spec in enumerate(specs):
+        builder = get_check(spec.check).aggregate
+        if builder is None:
+            continue
+        keep = F.expr(spec.arguments["where"]) if spec.arguments.get("where") else F.lit(True)
+        try:
+            batch[i] = builder(spec.arguments, keep, scope)
+        except Exception:  # noqa: BLE001 - run alone below, where the error is reported as usual
+            continue
+    values: dict[int, list[Any]] = {}
+    if len(batch) > 1:
+        try:
+            values = dict(zip(batch, scope.query(list(batch.values())), strict=True))
+        except Exception as exc:  # noqa: BLE001 - every check alone, as `evaluate` would
+            log.debug("checks of %s run one by one: the shared query failed: %s", ctx.table, exc)
+            values = {}
+    results = []
+    for i, spec in enumerate(specs):
+        if i not in values:
+            results.append(evaluate(spec, ctx))
+            continue
+        try:
+            outcome = batch[i].finish(values[i], ctx)
+        except Exception as exc:  # a broken check must not hide the others' results
+            outcome = _broken(exc)
+        results.append(_result(spec, ctx, outcome))
+    return results
 
 
 @dataclass
@@ -775,9 +613,10 @@ def run_checks(
 
     started = dt.datetime.now(dt.UTC)
     report = QualityReport(run_id=run_id, check_timestamp=started)
+    memo: dict[Any, Any] = {}
     for ref in refs:
-        ctx = CheckContext(ref, read(ref), run_id, as_of, read, full_name)
-        report.results += [evaluate(spec, ctx) for spec in sets[ref]]
+        ctx = CheckContext(ref, read(ref), run_id, as_of, read, full_name, memo)
+        report.results += evaluate_table(sets[ref], ctx)
     if report.results:
         rows = [
             (
@@ -804,3 +643,7 @@ def describe_rule_sets(rule_sets: Mapping[str, list[CheckSpec]]) -> str:
     return json.dumps(
         {t: [c.__dict__ for c in checks] for t, checks in rule_sets.items()}, indent=2, default=str
     )
+
+
+# The built-in check kinds register themselves on import.
+from retail_lakehouse import quality_checks as _builtin_checks  # noqa: E402,F401

@@ -16,10 +16,8 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from retail_lakehouse import engine, writes
-from retail_lakehouse.config import load_settings
+from retail_lakehouse.config import load_settings, load_yaml
 from retail_lakehouse.errors import ConfigError, ParameterError
 from retail_lakehouse.params import date_range
 from retail_lakehouse.tables import TableDef, registry
@@ -104,7 +102,7 @@ def rule_set(table: str) -> RuleSet:
     if table not in SILVER_TABLES:
         raise ParameterError("table", f"{table!r} has no silver rules; use one of {', '.join(SILVER_TABLES)}")
     text = resources.files("retail_lakehouse").joinpath(f"rules/{table}.yaml").read_text()
-    return parse_rule_set(yaml.safe_load(text), f"rules/{table}.yaml")
+    return parse_rule_set(load_yaml(text), f"rules/{table}.yaml")
 
 
 # ----------------------------------------------------------------------------- pure core
@@ -230,7 +228,6 @@ def clean_table(
     watermark = None if backfill else get_watermark("silver", table, env=settings.env)
     if watermark:
         source = source.filter(F.col("_ingested_at") > F.lit(watermark).cast("timestamp"))
-    high = source.agg(F.max("_ingested_at")).collect()[0][0]
     lookups = {spec["table"]: spark.table(registry().get(spec["table"]).full_name(settings)) for spec in rules.lookups}
     for spec in rules.lookups:
         writes.ensure_table(spec["table"], env=settings.env)
@@ -245,12 +242,12 @@ def clean_table(
             writes.ensure_table(ref_def, env=settings.env)
             references[rule.foreign_key["references"]] = spark.table(ref_def.full_name(settings)).select(ref_col)
     checked = _materialize(evaluate(std, rules, references))
-    counts = checked.select(
-        F.count(F.lit(1)).alias("n"), F.sum(F.when(F.size("__failed_errors") > 0, 1).otherwise(0)).alias("q")
-    ).collect()[0]
-    bronze_rows, quarantined_rows = int(counts["n"]), int(counts["q"] or 0)
-    by_rule = _count_names(checked, "__failed_errors")
-    warnings = _count_names(checked.filter(F.size("__failed_errors") == 0), "__failed_warnings")
+    counts = _counts(checked, rules)
+    # Lookups and reference checks are left joins on distinct keys: `checked` has one row per bronze
+    # row read, so its newest `_ingested_at` is the source's (used only by an incremental run).
+    high = counts["high"]
+    bronze_rows, quarantined_rows = counts["n"], counts["q"]
+    by_rule, warnings = counts["errors"], counts["warnings"]
     valid = checked.filter(F.size("__failed_errors") == 0)
     deduped = deduplicate(valid, silver.keys, rules.order_by)
     processed_at = F.current_timestamp()
@@ -278,7 +275,16 @@ def clean_table(
     elif silver_rows:
         order_col = rules.order_by[0]
         condition = f"s.{order_col} >= t.{order_col}" if order_col in rules.columns else None
-        writes.merge_into(silver_rows_df, silver, update_condition=condition, env=settings.env)
+        # deduplicate() keeps one row per silver key: unique by construction. A day's rows touch few
+        # partitions of a dated table: merge into those only.
+        writes.merge_into(
+            silver_rows_df,
+            silver,
+            update_condition=condition,
+            assume_unique=True,
+            prune_partitions=True,
+            env=settings.env,
+        )
     else:
         writes.ensure_table(silver, env=settings.env)
     result = SilverResult(
@@ -304,11 +310,34 @@ def _materialize(df: DataFrame) -> DataFrame:
     return df.localCheckpoint()
 
 
-def _count_names(df: DataFrame, column: str) -> dict[str, int]:
+def _counts(checked: DataFrame, rules: RuleSet) -> dict[str, Any]:
+    """Rows, quarantined rows, rows failing each rule and the newest `_ingested_at`, in one query.
+
+    A rule's name is in a row's `__failed_errors` / `__failed_warnings` at most once (names are
+    unique), so counting the rows whose array contains it equals counting the exploded names. As
+    before, warnings are counted on valid rows only, and rules that no row failed are left out.
+    """
     from pyspark.sql import functions as F
 
-    rows = df.select(F.explode(column).alias("rule")).groupBy("rule").count().collect()
-    return {r["rule"]: int(r["count"]) for r in rows}
+    failed = F.size("__failed_errors") > 0
+    errors = [r.name for r in rules.rules if r.criticality == "error"]
+    warns = [r.name for r in rules.rules if r.criticality != "error"]
+    row = checked.select(
+        F.count(F.lit(1)).alias("n"),
+        F.sum(F.when(failed, 1).otherwise(0)).alias("q"),
+        F.max("_ingested_at").alias("high"),
+        *[
+            F.sum(F.when(F.array_contains("__failed_errors", F.lit(name)), 1).otherwise(0)).alias(f"e{i}")
+            for i, name in enumerate(errors)
+        ],
+        *[
+            F.sum(F.when(~failed & F.array_contains("__failed_warnings", F.lit(name)), 1).otherwise(0)).alias(f"w{i}")
+            for i, name in enumerate(warns)
+        ],
+    ).collect()[0]
+    by_error = {name: int(row[f"e{i}"]) for i, name in enumerate(errors) if row[f"e{i}"]}
+    by_warning = {name: int(row[f"w{i}"]) for i, name in enumerate(warns) if row[f"w{i}"]}
+    return {"n": int(row["n"]), "q": int(row["q"] or 0), "high": row["high"], "errors": by_error, "warnings": by_warning}
 
 
 def _record_reconciliation(result: SilverResult, env: str) -> None:

@@ -8,9 +8,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING
 
-import yaml
-
-from retail_lakehouse.config import LAYERS, Settings, load_settings
+from retail_lakehouse.config import LAYERS, Settings, load_settings, load_yaml
 from retail_lakehouse.errors import ConfigError, TableNotFoundError
 
 if TYPE_CHECKING:
@@ -213,7 +211,7 @@ def quarantine_def(silver: TableDef, bronze: TableDef) -> TableDef:
 def registry() -> Registry:
     """The registry from the packaged `schema_definitions.yaml` (quarantine tables derived)."""
     text = resources.files("retail_lakehouse").joinpath("schema_definitions.yaml").read_text()
-    tables = _parse(yaml.safe_load(text))
+    tables = _parse(load_yaml(text))
     by_ref = {t.ref: t for t in tables}
     derived = []
     for t in tables:

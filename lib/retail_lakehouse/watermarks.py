@@ -15,6 +15,7 @@ from retail_lakehouse.errors import ParameterError
 
 if TYPE_CHECKING:
     import datetime as dt
+    from collections.abc import Mapping, Sequence
 
 WATERMARK_TABLE = "monitoring.watermarks"
 
@@ -51,19 +52,43 @@ def get_watermark(pipeline: str, source: str, env: str | None = None) -> str | N
     Returns:
         The stored text (timestamps as ``YYYY-MM-DD HH:MM:SS[.ffffff]``, UTC) or None.
     """
-    from retail_lakehouse import engine
+    return get_watermarks(pipeline, [source], env=env)[source]
+
+
+def get_watermarks(pipeline: str, sources: Sequence[str], env: str | None = None) -> dict[str, str | None]:
+    """The last processed values of several sources of one pipeline step, read in one query.
+
+    Args:
+        pipeline: the consumer.
+        sources: what it consumes.
+        env: environment.
+
+    Returns:
+        source -> stored text, or None for a source the step never consumed.
+    """
+    from pyspark.sql import functions as F
+
+    from retail_lakehouse import engine, writes
     from retail_lakehouse.tables import registry
 
     settings = load_settings(env)
-    full = registry().get(WATERMARK_TABLE).full_name(settings)
-    if not _table_exists(full, settings.env):
-        return None
-    rows = engine.sql(
-        f"SELECT last_processed_timestamp FROM {full} WHERE pipeline = :pipeline AND source = :source",
-        {"pipeline": pipeline, "source": source},
-        env=settings.env,
-    ).collect()
-    return rows[0][0] if rows else None
+    out: dict[str, str | None] = dict.fromkeys(sources)
+    tdef = registry().get(WATERMARK_TABLE)
+    full = tdef.full_name(settings)
+    if not sources or not _table_exists(full, settings.env):
+        return out
+    if settings.is_local:
+        writes.ensure_table(tdef, env=settings.env)  # registers it if another session created it
+    rows = (
+        engine.get_spark(settings.env)
+        .table(full)
+        .filter((F.col("pipeline") == F.lit(pipeline)) & F.col("source").isin(list(out)))
+        .select("source", "last_processed_timestamp")
+        .collect()
+    )
+    for row in rows:  # (pipeline, source) is the table's key: one row each
+        out[row[0]] = row[1]
+    return out
 
 
 def set_watermark(
@@ -88,13 +113,40 @@ def set_watermark(
     Raises:
         ParameterError: an empty value.
     """
+    set_watermarks(pipeline, {source: value}, run_id, env=env, version=version)
+
+
+def set_watermarks(
+    pipeline: str,
+    values: Mapping[str, str | dt.datetime | dt.date],
+    run_id: str,
+    env: str | None = None,
+    *,
+    version: int | None = None,
+) -> None:
+    """Store the last processed values of several sources of one step in one MERGE.
+
+    Args:
+        pipeline: the consumer.
+        values: source -> the largest value consumed.
+        run_id: the run that consumed them.
+        env: environment.
+        version: optionally, the Delta version of the sources that were read.
+
+    Raises:
+        ParameterError: an empty value.
+    """
     from retail_lakehouse import engine, writes
 
+    if not values:
+        return
     settings = load_settings(env)
     spark = engine.get_spark(settings.env)
+    now = datetime.now(UTC)
     df = spark.createDataFrame(
-        [(pipeline, source, _as_text(value), version, run_id, datetime.now(UTC))],
+        [(pipeline, source, _as_text(value), version, run_id, now) for source, value in values.items()],
         "pipeline string, source string, last_processed_timestamp string, last_processed_version bigint, "
         "run_id string, updated_at timestamp",
     )
-    writes.merge_into(df, WATERMARK_TABLE, keys=["pipeline", "source"], env=settings.env)
+    # One row per source (the keys of a mapping): unique by construction.
+    writes.merge_into(df, WATERMARK_TABLE, keys=["pipeline", "source"], assume_unique=True, env=settings.env)

@@ -57,7 +57,10 @@ def ensure_table(table: str | TableDef, *, layer: str | None = None, env: str | 
     if settings.is_local:
         path = engine.table_dir(full, settings)
         if (path / "_delta_log").is_dir():
-            spark.sql(f"CREATE TABLE IF NOT EXISTS {full} USING delta LOCATION '{engine._quote(str(path))}'")
+            # Registered in this session already (the catalog is per session): no round trip.
+            if not engine.is_registered(spark, full):
+                spark.sql(f"CREATE TABLE IF NOT EXISTS {full} USING delta LOCATION '{engine._quote(str(path))}'")
+                engine.mark_registered(spark, full)
             return full
     parts = f" PARTITIONED BY ({', '.join(tdef.partition_by)})" if tdef.partition_by else ""
     props = ", ".join(f"'{k}' = '{v}'" for k, v in tdef.properties.items())
@@ -66,6 +69,8 @@ def ensure_table(table: str | TableDef, *, layer: str | None = None, env: str | 
     engine.sql(
         f"CREATE TABLE IF NOT EXISTS {full} ({tdef.ddl()}) USING delta{parts}{comment}{props_sql}", env=settings.env
     )
+    if settings.is_local:
+        engine.mark_registered(spark, full)
     return full
 
 
@@ -258,6 +263,51 @@ def _with_conflict_retry(action, attempts: int = 5) -> None:
             grpc_log.setLevel(level)
 
 
+def _partition_literal(value: object, spark_type: str) -> str | None:
+    import datetime as dt
+
+    if value is None:
+        return "NULL"
+    simple = _simple(spark_type)
+    if simple == "date" and isinstance(value, dt.date):
+        return f"DATE'{value.isoformat()}'"
+    if simple in ("tinyint", "smallint", "int", "bigint") and isinstance(value, int):
+        return str(int(value))
+    if simple == "string" and isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return None
+
+
+def _partition_predicate(
+    spark: SparkSession, full: str, source: DataFrame, keys: list[str], parts: list[str], types: dict[str, str]
+) -> str:
+    """` AND (t.part IN (...))` covering every partition a MERGE of `source` can touch ('' when unsure).
+
+    Those are the source rows' partitions and the partitions of target rows whose key is in the source
+    (a row can move: its key's old row is in another partition). Keys compare null-safely, as in the MERGE.
+    """
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+
+    if len(parts) != 1:
+        return ""
+    part = parts[0]
+    src_keys = source.select(*[F.col(k).alias(f"__s{i}") for i, k in enumerate(keys)])
+    target = spark.table(full).select(*keys, part)
+    cond = reduce(lambda a, b: a & b, [target[k].eqNullSafe(src_keys[f"__s{i}"]) for i, k in enumerate(keys)])
+    touched = target.join(src_keys, cond, "left_semi").select(part)
+    values = [r[0] for r in touched.union(source.select(part)).distinct().collect()]
+    literals = [_partition_literal(v, types.get(part, "")) for v in values]
+    if not literals or len(literals) > 500 or any(x is None for x in literals):
+        return ""  # nothing to prune by (or too many / unknown types): merge without the predicate
+    known = [x for x in literals if x != "NULL"]
+    clauses = ([f"t.`{part}` IN ({', '.join(known)})"] if known else []) + (
+        [f"t.`{part}` IS NULL"] if "NULL" in literals else []
+    )
+    return " AND (" + " OR ".join(clauses) + ")"
+
+
 def merge_into(
     df: DataFrame,
     table: str | TableDef,
@@ -265,6 +315,8 @@ def merge_into(
     keys: Sequence[str] | None = None,
     update_condition: str | None = None,
     evolve_schema: bool = False,
+    assume_unique: bool = False,
+    prune_partitions: bool = False,
     layer: str | None = None,
     env: str | None = None,
 ) -> WriteResult:
@@ -279,6 +331,12 @@ def merge_into(
         keys: join columns (default: the table's registered keys).
         update_condition: extra condition for updating a match, e.g. ``s.updated_at > t.updated_at``.
         evolve_schema: add columns the table lacks instead of failing.
+        assume_unique: the caller guarantees one source row per key (deduplicated by construction),
+            so the query that checks it is skipped.
+        prune_partitions: on a partitioned table, limit the MERGE to the partitions it can touch: those
+            of the source rows and those holding a row with a source key (found by a query on the key and
+            partition columns first). The same rows match as without it; the MERGE then reads and
+            rewrites only those partitions. For a small source into a large table.
         layer: layer for short names.
         env: environment.
 
@@ -302,9 +360,11 @@ def merge_into(
     if missing_keys:
         raise SchemaMismatchError(full, f"merge into {full}: the DataFrame lacks key column(s) {missing_keys}")
     conformed, extra = conform(df, full, table_columns, evolve_schema=evolve_schema)
-    source_cols = [c for c in conformed.columns if c.lower() in {x.lower() for x in df.columns}]
+    df_columns = {x.lower() for x in df.columns}
+    # conform() selects the table's columns in order, then the extra ones: no need to analyze it again.
+    source_cols = [c for c in [*table_columns, *extra] if c.lower() in df_columns]
     # Aliased keys: see quality.check_unique (a Sail 0.7 bug with partition columns as group keys).
-    dupes = (
+    dupes = 0 if assume_unique else (
         conformed.groupBy(*[F.col(k).alias(f"__key{i}") for i, k in enumerate(keys)])
         .count()
         .filter(F.col("count") > 1)
@@ -319,6 +379,8 @@ def merge_into(
     view = f"_merge_source_{tdef.layer}_{tdef.name}"
     conformed.select(*source_cols).createOrReplaceTempView(view)
     on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    if prune_partitions and tdef.partition_by:
+        on += _partition_predicate(spark, full, conformed, keys, list(tdef.partition_by), table_columns)
     sets = ", ".join(f"t.`{c}` = s.`{c}`" for c in source_cols if c not in keys)
     cond = f" AND ({update_condition})" if update_condition else ""
     cols = ", ".join(f"`{c}`" for c in source_cols)
@@ -328,7 +390,8 @@ def merge_into(
         f"MERGE INTO {full} t USING {view} s ON {on} {matched}WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})"
     )
     try:
-        _with_conflict_retry(lambda: spark.sql(statement).collect())
+        # A command runs when it is sent (Spark Connect executes commands eagerly): no collect needed.
+        _with_conflict_retry(lambda: spark.sql(statement))
     except Exception as exc:
         raise SqlError(f"merge into {full} failed: {str(exc)[:800]}") from exc
     finally:
