@@ -29,7 +29,14 @@ LAKEHOUSE = str(ROOT / ".venv" / "bin" / "lakehouse")
 
 
 def _tree_rss(root: int) -> int:
-    """Resident memory of a process and all its descendants, in bytes."""
+    """Resident memory of a process and all its descendants, in bytes, plus the kernel fork server's
+    tree (its kernels run the job's notebooks, but are not the runner's descendants)."""
+    from retail_lakehouse._zygote import running_servers
+
+    return sum(_one_tree_rss(pid) for pid in {root, *(s["pid"] for s in running_servers())})
+
+
+def _one_tree_rss(root: int) -> int:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
