@@ -445,7 +445,9 @@ def _child(argv: list[str], cwd: str, env: dict[str, str], client: int, fds: lis
         # a server replaced after a library change leaves the kernels it forked running).
         if client:
             threading.Thread(target=_exit_with, args=(client,), daemon=True).start()
-        sys.argv = [_LAUNCHER, *argv]
+        # parent_handle=1: no parent poller (see above) and no "connect another client" banner,
+        # which ipykernel prints to the terminal of a kernel without a parent handle.
+        sys.argv = [_LAUNCHER, *argv, "--IPKernelApp.parent_handle=1"]
         from ipykernel import kernelapp
 
         kernelapp.launch_new_instance()

@@ -134,6 +134,7 @@ def test_kernels_exit_when_the_runner_dies_and_the_fork_server_stays(home, tmp_p
     # The kernel shares the runner's stdout: run() returning at all shows the kernel let go of it.
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     pids = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "--existing" not in proc.stdout + proc.stderr, "no ipykernel banner on the runner's terminal"
     deadline = time.monotonic() + 15
     while alive(pids["kernel"]) and time.monotonic() < deadline:
         time.sleep(0.2)
