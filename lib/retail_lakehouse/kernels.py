@@ -72,11 +72,6 @@ class KernelPool:
 
     def __init__(self, size: int, budget: int, *, extra_arguments: list[str] | None = None) -> None:
         self.size, self.budget = max(0, size), max(0, budget)
-        # Kernels fork from the user's shared fork server (started by the first pool or notebook
-        # run that needs it, then kept): see _zygote.
-        from retail_lakehouse._zygote import enabled
-
-        self.fork = enabled()
         self.extra_arguments = extra_arguments or ["--HistoryManager.hist_file=:memory:"]
         self._ready: list[KernelManager] = []
         self._starting = 0
@@ -109,7 +104,7 @@ class KernelPool:
             km = self._ready.pop(0) if self._ready else None
         self._fill()
         if km is None:  # every warm start failed: one cold try, errors to the caller
-            km = _start_kernel(self.extra_arguments, fork=self.fork)
+            km = _start_kernel(self.extra_arguments)
         try:
             _execute_silently(km, _ON_ACQUIRE.format(cwd=str(cwd)))
         except Exception:
@@ -157,7 +152,7 @@ class KernelPool:
     def _start_one(self) -> None:
         km: KernelManager | None = None
         try:
-            km = _start_kernel(self.extra_arguments, fork=self.fork)
+            km = _start_kernel(self.extra_arguments)
             _execute_silently(km, _WARM_UP)
         except Exception as exc:  # the caller falls back to a cold kernel
             log.warning("warm kernel failed to start: %s", exc)
@@ -186,15 +181,14 @@ def _new_manager() -> KernelManager:
     return KernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=os.path.join(sockets, "k"))
 
 
-def _start_kernel(extra_arguments: list[str], *, fork: bool = True) -> KernelManager:
-    """A started kernel: forked from the warm fork server, or launched as a new process."""
-    km = _new_manager()
-    if fork:
-        from retail_lakehouse._zygote import ForkProvisioner
+def _start_kernel(extra_arguments: list[str]) -> KernelManager:
+    """A started kernel, forked from the user's shared fork server (see _zygote; the provisioner
+    launches a plain process when forking is off or the server cannot be had)."""
+    from retail_lakehouse._zygote import ForkProvisioner
 
-        # Falls back to launching a process itself when the fork server cannot be had.
-        km.kernel_id = str(uuid.uuid4())
-        km.provisioner = ForkProvisioner(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km)
+    km = _new_manager()
+    km.kernel_id = str(uuid.uuid4())
+    km.provisioner = ForkProvisioner(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km)
     try:
         km.start_kernel(extra_arguments=list(extra_arguments))
     except Exception as exc:

@@ -55,6 +55,20 @@ PROBE = "import os, sys, json; print(json.dumps({'pid': os.getpid(), 'ppid': os.
 PROBE += "'preloaded': 'pandas' in sys.modules and 'retail_lakehouse.gold' in sys.modules}))"
 
 
+def warm_spec_probe(cwd: Path) -> dict:
+    """PROBE's answer from a kernel started by the `lakehouse-warm` spec in `cwd`."""
+    from jupyter_client.manager import KernelManager
+
+    from retail_lakehouse.kernels import WARM_SPEC
+
+    km = KernelManager(kernel_name=WARM_SPEC)
+    km.start_kernel(cwd=str(cwd))
+    try:
+        return json.loads(run(km, PROBE))
+    finally:
+        km.shutdown_kernel(now=True)
+
+
 def test_each_notebook_gets_its_own_forked_warm_kernel(home, tmp_path):
     from retail_lakehouse.kernels import KernelPool
 
@@ -167,16 +181,7 @@ def test_the_fork_server_is_shared_between_processes_and_private(home, tmp_path)
 
 def test_the_lakehouse_warm_kernel_spec_forks(home, tmp_path):
     """`make setup` installs it; nbmake in `make test` runs the notebooks on it."""
-    from jupyter_client.manager import KernelManager
-
-    from retail_lakehouse.kernels import WARM_SPEC
-
-    km = KernelManager(kernel_name=WARM_SPEC)
-    km.start_kernel(cwd=str(tmp_path))
-    try:
-        probe = json.loads(run(km, PROBE))
-    finally:
-        km.shutdown_kernel(now=True)
+    probe = warm_spec_probe(tmp_path)
     assert probe["ppid"] != os.getpid() and probe["cwd"] == str(tmp_path) and probe["preloaded"]
 
 
@@ -205,22 +210,14 @@ def test_a_server_of_older_library_code_is_replaced(home, monkeypatch, tmp_path)
 def test_a_shared_folder_is_refused_and_kernels_launch_plainly(home, monkeypatch, tmp_path):
     import tempfile
 
-    from jupyter_client.manager import KernelManager
-
     from retail_lakehouse import _zygote
-    from retail_lakehouse.kernels import WARM_SPEC
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     (tmp_path / f"lakehouse-kernels-{os.getuid()}").mkdir(mode=0o777)
     os.chmod(tmp_path / f"lakehouse-kernels-{os.getuid()}", 0o777)
     with pytest.raises(_zygote.ZygoteError, match="not a private folder"):
         _zygote.spawn(sys.executable, ["--version"], "/", {})
-    km = KernelManager(kernel_name=WARM_SPEC)
-    km.start_kernel(cwd=str(tmp_path))
-    try:
-        probe = json.loads(run(km, PROBE))
-    finally:
-        km.shutdown_kernel(now=True)
+    probe = warm_spec_probe(tmp_path)
     assert probe["ppid"] == os.getpid(), "launched as a child of this process, not forked"
 
 
