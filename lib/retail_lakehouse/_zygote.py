@@ -295,7 +295,31 @@ class _ForkedKernel:
 
 class ForkProvisioner(LocalProvisioner):  # type: ignore[misc]
     """Launches `python -m ipykernel_launcher ...` as a fork of the shared warm server; launches a
-    plain process when forking is off or the server cannot be had."""
+    plain process when forking is off or the server cannot be had.
+
+    Its kernels talk over unix sockets in a private folder rather than TCP on 127.0.0.1: nothing
+    else on the machine can connect, and ipykernel draws no "running over TCP without encryption"
+    warning into every papermill run.
+    """
+
+    _sockets: str | None = None
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        km = self.parent
+        if km is not None and km.transport == "tcp" and km.ip in ("127.0.0.1", "localhost", ""):
+            self._sockets = tempfile.mkdtemp(prefix="lakehouse-kernel-")
+            km.cache_ports = False
+            km.transport = "ipc"
+            km.ip = os.path.join(self._sockets, "k")
+        return await super().pre_launch(**kwargs)
+
+    async def cleanup(self, restart: bool = False) -> None:
+        await super().cleanup(restart=restart)
+        if not restart and self._sockets:
+            import shutil
+
+            shutil.rmtree(self._sockets, ignore_errors=True)
+            self._sockets = None
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
         if _LAUNCHER not in cmd or not enabled():

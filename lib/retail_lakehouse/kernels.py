@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from jupyter_client.manager import KernelManager
 
-__all__ = ["KernelPool", "WarmKernelError", "install_kernel_spec"]
+__all__ = ["KernelPool", "WarmKernelError", "import_notebook_machinery", "install_kernel_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,38 @@ class WarmKernelError(RuntimeError):
     """A kernel could not be started or warmed (the runner then starts a cold one)."""
 
 
+# Packages whose first import must not happen in two threads at once: jupyter_client's modules
+# import each other in a cycle, and a second thread that arrives mid-import sees a partially
+# initialized module ("cannot import name 'AsyncKernelManager'"). Imported once, up front, by
+# every caller that then starts threads (the pool, the runner, the book, the workspace's jobs).
+_MACHINERY_LOCK = threading.Lock()
+NOTEBOOK_MACHINERY = (
+    "zmq",
+    "jupyter_client",
+    "jupyter_client.manager",
+    "jupyter_client.provisioning",
+    "jupyter_client.kernelspec",
+    "nbformat",
+    "nbclient",
+    "papermill",
+    "papermill.exceptions",
+    "retail_lakehouse._zygote",
+)
+
+
+def import_notebook_machinery() -> None:
+    """Import what executing a notebook needs, in the calling thread, before threads start.
+
+    Call it before starting threads that run notebooks: Python's import lock does not protect a
+    package whose modules import each other from a second thread importing it at the same time.
+    """
+    import importlib
+
+    with _MACHINERY_LOCK:  # two threads calling this at once: one imports, the other waits
+        for name in NOTEBOOK_MACHINERY:
+            importlib.import_module(name)
+
+
 class KernelPool:
     """Kernels started ahead of demand, each used by one notebook.
 
@@ -71,6 +103,7 @@ class KernelPool:
     """
 
     def __init__(self, size: int, budget: int, *, extra_arguments: list[str] | None = None) -> None:
+        import_notebook_machinery()  # before the first warm-kernel thread, and the caller's papermill
         self.size, self.budget = max(0, size), max(0, budget)
         self.extra_arguments = extra_arguments or ["--HistoryManager.hist_file=:memory:"]
         self._ready: list[KernelManager] = []

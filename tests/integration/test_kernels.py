@@ -237,3 +237,42 @@ def test_lakehouse_kernels_status_and_stop(home, tmp_path):
     assert not alive(pid) and _zygote.running_servers() == []
     assert "no kernel fork server running" in subprocess.run([*lakehouse, "kernels", "status"], capture_output=True,
                                                              text=True, check=True).stdout
+
+
+# The cold path of a fresh machine: nothing imported yet, a warm kernel starting in its thread
+# while the caller imports papermill (the book's and the runner's order). jupyter_client's modules
+# import each other, so two threads importing it first at once failed with "partially initialized
+# module" (issue 12). Each case runs in a new interpreter: in this process it is imported already.
+_COLD = """
+import sys, json
+from retail_lakehouse.kernels import NOTEBOOK_MACHINERY, KernelPool
+already = [m for m in NOTEBOOK_MACHINERY if m in sys.modules]
+pool = KernelPool(size=1, budget=1)
+missing = [m for m in NOTEBOOK_MACHINERY if m not in sys.modules]
+import nbformat
+with pool:
+    import papermill
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+    nbformat.write(nb, sys.argv[1] + "/in.ipynb")
+    km = pool.acquire(sys.argv[1])
+    try:
+        papermill.execute_notebook(sys.argv[1] + "/in.ipynb", sys.argv[1] + "/out.ipynb", km=km,
+                                   kernel_name="python3", progress_bar=False)
+    finally:
+        pool.release(km)
+out = nbformat.read(sys.argv[1] + "/out.ipynb", as_version=4).cells[0].outputs[0]["text"]
+print(json.dumps({"already": already, "missing": missing, "out": out}))
+"""
+
+
+def test_a_cold_interpreter_imports_notebook_machinery_before_any_thread(home, tmp_path):
+    proc = subprocess.run([sys.executable, "-c", _COLD, str(tmp_path)], capture_output=True, text=True,
+                          timeout=180, env=os.environ)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert answer["already"] == [], "the library imported jupyter machinery on import: the test proves nothing"
+    assert answer["missing"] == []  # all imported by the pool's constructor, before its thread
+    assert answer["out"] == "42\n"
+    assert "partially initialized" not in proc.stderr
+    assert "warm kernel failed" not in proc.stderr
+    assert "without encryption" not in proc.stderr

@@ -23,6 +23,7 @@ from databricks.sdk.service import jobs as dbjobs
 from retail_lakehouse import bundle as bundle_mod
 from retail_lakehouse import runner
 from retail_lakehouse.errors import ConfigError, JobNotFoundError, ParameterError
+from retail_lakehouse.kernels import import_notebook_machinery
 from retail_lakehouse.local_workspace import _runs
 from retail_lakehouse.local_workspace._common import (
     LOCAL_USER,
@@ -281,6 +282,7 @@ class JobsService:
         b = self._bundle()
         b = dataclasses.replace(b, jobs={**b.jobs, key: spec})
         cancel = threading.Event()
+        import_notebook_machinery()  # not first in the run's own threads (see kernels)
 
         def target() -> None:
             try:
