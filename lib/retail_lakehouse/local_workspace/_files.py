@@ -1,7 +1,10 @@
 """Workspace API (import/export/mkdirs/list/get-status/delete) on a folder under LAKEHOUSE_HOME.
 
-Objects live at `LAKEHOUSE_HOME/workspace/files/<path>`, byte for byte as imported; their type and
-language are kept in `objects.json` beside the folder (a directory is a real directory).
+Import takes JSON (base64 `content`) or multipart/form-data (the file part as it is, as the SDK's
+`workspace.upload` sends it); export answers JSON, or the raw bytes with `direct_download=true`
+(`workspace.download`). Objects live at `LAKEHOUSE_HOME/workspace/files/<path>`, byte for byte as
+imported; their type and language are kept in `objects.json` beside the folder (a directory is a
+real directory).
 """
 
 from __future__ import annotations
@@ -16,10 +19,36 @@ from typing import Any
 
 from databricks.sdk.service import workspace as dbws
 
-from retail_lakehouse.local_workspace._common import ApiError, as_bool, invalid, not_found, now_ms, stable_id
+from retail_lakehouse.local_workspace._common import (
+    ApiError,
+    RawBody,
+    as_bool,
+    invalid,
+    not_found,
+    now_ms,
+    stable_id,
+)
 
 MAX_IMPORT_BYTES = 10 * 1024 * 1024
 _EXTENSIONS = {".py": "PYTHON", ".sql": "SQL", ".scala": "SCALA", ".r": "R"}
+_LANGUAGES = frozenset(lang.value for lang in dbws.Language)
+
+
+def _content(value: Any) -> bytes:
+    """The content of an import: a multipart file part as it is, or base64 text (JSON)."""
+    if isinstance(value, bytes):
+        return value
+    if value is not None and not isinstance(value, str):
+        raise invalid(f"content must be a base64 string, got {type(value).__name__}")
+    try:
+        return base64.b64decode(value or "", validate=True)
+    except ValueError:
+        raise ApiError(
+            400,
+            "MALFORMED_REQUEST",
+            "content is not valid base64; in a multipart/form-data request send it as a file part "
+            "(with a filename)",
+        ) from None
 
 
 class WorkspaceFiles:
@@ -80,13 +109,12 @@ class WorkspaceFiles:
         fmt = (body.get("format") or "SOURCE").upper()
         if fmt not in ("SOURCE", "JUPYTER", "AUTO", "RAW"):
             raise invalid(f"format {fmt} is not served locally; use SOURCE, JUPYTER, AUTO or RAW")
-        try:
-            content = base64.b64decode(body.get("content") or "", validate=True)
-        except ValueError:
-            raise ApiError(400, "MALFORMED_REQUEST", "content is not valid base64") from None
+        content = _content(body.get("content"))
         if len(content) > MAX_IMPORT_BYTES:
             raise ApiError(400, "MAX_NOTEBOOK_SIZE_EXCEEDED", f"content exceeds {MAX_IMPORT_BYTES} bytes")
-        language = body.get("language")
+        language = body.get("language") or None
+        if language is not None and language not in _LANGUAGES:
+            raise invalid(f"language {language!r} is not valid; use one of {', '.join(sorted(_LANGUAGES))}")
         object_type = "FILE"
         if fmt == "JUPYTER" or (fmt == "AUTO" and path.endswith(".ipynb")):
             object_type, language = "NOTEBOOK", language or "PYTHON"
@@ -120,11 +148,16 @@ class WorkspaceFiles:
             self._save_index()
         return {}
 
-    def export(self, q: dict[str, Any]) -> dict[str, Any]:
+    def export(self, q: dict[str, Any]) -> dict[str, Any] | RawBody:
+        """An object's content: JSON with base64 `content`, or the bytes (`direct_download=true`)."""
         path = self._norm(q.get("path"))
         local = self._local(path)
+        if local.is_dir():
+            raise invalid(f"{path} is a directory; folders are not exported locally, export its objects")
         if not local.is_file():
             raise not_found(f"Path ({path}) doesn't exist.")
+        if as_bool(q.get("direct_download", False)):
+            return RawBody((local.read_bytes(),), "application/octet-stream")
         meta = self.index.get(path, {})
         fmt = (q.get("format") or "SOURCE").upper()
         return dbws.ExportResponse(

@@ -12,6 +12,9 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.message import Message
+from email.parser import HeaderParser
+from email.utils import collapse_rfc2231_value
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from databricks.sdk.service import sql as dbsql
 
-from retail_lakehouse.local_workspace._common import WORKSPACE_ID, ApiError, RawBody, as_int
+from retail_lakehouse.local_workspace._common import WORKSPACE_ID, ApiError, RawBody, as_int, invalid
 from retail_lakehouse.local_workspace._files import WorkspaceFiles
 from retail_lakehouse.local_workspace._jobs import JobsService
 from retail_lakehouse.local_workspace._results import LINK_PATH, ChunkLimits
@@ -159,6 +162,66 @@ def _query(raw: str) -> dict[str, Any]:
     return out
 
 
+def _parse_body(raw: bytes, content_type: str) -> dict[str, Any]:
+    """A request body as a dict: a JSON object, or the fields of a multipart/form-data body."""
+    if content_type.split(";")[0].strip().lower() == "multipart/form-data":
+        return parse_multipart(raw, content_type)
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, "MALFORMED_REQUEST", f"could not parse the request body as JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "MALFORMED_REQUEST", "the request body must be a JSON object")
+    return body
+
+
+def parse_multipart(raw: bytes, content_type: str) -> dict[str, Any]:
+    """The fields of a multipart/form-data body (RFC 7578), as `requests` and `curl -F` send them.
+
+    A part with a filename (a file) is kept as bytes, byte for byte; any other part is text (UTF-8).
+
+    Raises:
+        ApiError: 400 INVALID_PARAMETER_VALUE when the body does not follow its boundary.
+    """
+    header = Message()
+    header["Content-Type"] = content_type
+    boundary = header.get_param("boundary")
+    if not isinstance(boundary, str) or not boundary or len(boundary) > 200 or not boundary.isascii():
+        raise invalid(
+            "multipart/form-data request without a boundary: "
+            "send 'Content-Type: multipart/form-data; boundary=...'"
+        )
+    delimiter = b"\r\n--" + boundary.encode("latin-1")
+    pieces = (b"\r\n" + raw).split(delimiter)
+    if len(pieces) < 2:
+        raise invalid(f"multipart/form-data body has no part starting with its boundary --{boundary}")
+    fields: dict[str, Any] = {}
+    for n, piece in enumerate(pieces[1:], start=1):
+        if piece.startswith(b"--"):
+            return fields
+        head, sep, content = piece.lstrip(b" \t").partition(b"\r\n\r\n")
+        if not head.startswith(b"\r\n") or not sep:
+            raise invalid(f"multipart/form-data part {n}: no headers followed by an empty line (CRLF CRLF)")
+        headers = HeaderParser().parsestr(head[2:].decode("utf-8", errors="replace"))
+        name = collapse_rfc2231_value(headers.get_param("name", "", header="Content-Disposition"))
+        if headers.get_content_disposition() != "form-data" or not name:
+            raise invalid(
+                f"multipart/form-data part {n} needs a 'Content-Disposition: form-data; name=...' header"
+            )
+        if headers.get_param("filename", header="Content-Disposition") is not None:
+            fields[name] = content
+            continue
+        try:
+            fields[name] = content.decode("utf-8")
+        except UnicodeDecodeError:
+            raise invalid(
+                f"multipart/form-data field {name!r} is not UTF-8 text; send a file as a part with a filename"
+            ) from None
+    raise invalid(f"multipart/form-data body ends before its closing boundary --{boundary}--")
+
+
 def _handler_class(ws: LocalWorkspace, routes: list[tuple[str, re.Pattern[str], Handler]]) -> type:
     class _Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -216,14 +279,7 @@ def _handler_class(ws: LocalWorkspace, routes: list[tuple[str, re.Pattern[str], 
             scheme, _, given = auth.partition(" ")
             if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), ws.token.encode()):
                 raise ApiError(403, "PERMISSION_DENIED", "invalid access token")
-            body: dict[str, Any] = {}
-            if raw.strip():
-                try:
-                    body = json.loads(raw)
-                except ValueError as exc:
-                    raise ApiError(400, "MALFORMED_REQUEST", f"could not parse the request body as JSON: {exc}") from None
-                if not isinstance(body, dict):
-                    raise ApiError(400, "MALFORMED_REQUEST", "the request body must be a JSON object")
+            body = _parse_body(raw, self.headers.get("Content-Type") or "")
             query = _query(url.query)
             path = url.path.rstrip("/") or "/"
             known_path = False
