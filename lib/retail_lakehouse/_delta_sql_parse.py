@@ -422,6 +422,45 @@ def _column_def(p: _Parser) -> tuple[str, str]:
     return name, type_name
 
 
+def table_properties_in(statement: str) -> dict[str, str]:
+    """Every `TBLPROPERTIES (k = v, ...)` pair a statement sets (CREATE, REPLACE or ALTER), keys as written.
+
+    Lenient: a property list that does not parse is skipped (whoever runs the statement reports
+    it); UNSET TBLPROPERTIES sets nothing. Values come back as `literal()` gives them (booleans lowercased).
+    """
+    tokens = tokenize(statement, lenient=True)
+    found: dict[str, str] = {}
+    for i, tok in enumerate(tokens[:-1]):
+        if not tok.is_word("TBLPROPERTIES") or tokens[i + 1].value != "(" or tokens[i + 1].kind != "punct":
+            continue
+        if i and tokens[i - 1].is_word("UNSET"):
+            continue
+        p = _Parser(statement, tokens, "ALTER TABLE")
+        p.pos = i + 2
+        pairs: dict[str, str] = {}
+        try:
+            while True:
+                key = p.property_key()
+                p.accept_punct("=")
+                pairs[key] = p.literal("a property value")
+                if not p.accept_punct(","):
+                    break
+            p.expect_punct(")")
+        except SqlError:
+            continue
+        found.update(pairs)
+    return found
+
+
+def calls_function(statement: str, name: str) -> bool:
+    """True when the statement calls `name(` outside strings, backquoted names and comments."""
+    tokens = tokenize(statement, lenient=True)
+    return any(
+        a.kind == "word" and a.value.lower() == name.lower() and b.kind == "punct" and b.value == "("
+        for a, b in zip(tokens, tokens[1:], strict=False)
+    )
+
+
 _PARSERS = {
     "DESCRIBE HISTORY": _parse_history,
     "DESCRIBE DETAIL": _parse_detail,

@@ -4,10 +4,14 @@ Sail 0.7 cannot parse `DESCRIBE HISTORY`, `DESCRIBE DETAIL`, `OPTIMIZE`, `VACUUM
 `SHOW TBLPROPERTIES` or `ALTER TABLE ... SET/UNSET TBLPROPERTIES`. The engine's `sql()` asks
 `is_delta_utility()` first and sends these here; `execute()` answers with the columns Databricks
 documents, so ops code issues the same SQL text locally and on Databricks.
+
+`refuse_unsupported()` stops Databricks-only features the local engine cannot honour (Change Data
+Feed) before anything runs, whichever route the statement would take.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -30,21 +34,27 @@ from retail_lakehouse._delta_sql_parse import (
     TableRef,
     UnsetTblProperties,
     Vacuum,
+    calls_function,
     command_of,
     parse,
+    table_properties_in,
 )
 from retail_lakehouse.errors import (
     LakehouseError,
     RetentionTooShortError,
     SqlError,
     TableNotFoundError,
+    UnsupportedLocallyError,
     VersionNotFoundError,
 )
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
-__all__ = ["DeltaSqlOptions", "bind_parameters", "execute", "is_delta_utility"]
+__all__ = [
+    "CDF_DEFAULT_CONF", "CDF_PROPERTY", "DeltaSqlOptions", "bind_parameters", "change_data_feed_error", "execute",
+    "is_delta_utility", "refuse_unsupported",
+]
 
 HISTORY_COLUMNS = [
     "version", "timestamp", "userId", "userName", "operation", "operationParameters", "job", "notebook",
@@ -102,6 +112,50 @@ class DeltaSqlOptions:
 
     retention_check: bool = True
     min_retention_hours: int = DEFAULT_RETENTION_HOURS
+
+
+CDF_PROPERTY = "delta.enableChangeDataFeed"
+CDF_DEFAULT_CONF = "spark.databricks.delta.properties.defaults.enableChangeDataFeed"
+
+
+def change_data_feed_error(what: str) -> UnsupportedLocallyError:
+    """The refusal of a Change Data Feed statement, `what` naming the statement (nothing has run yet)."""
+    return UnsupportedLocallyError(
+        f"{what} is refused locally: Change Data Feed is a Databricks-only feature of this lakehouse. The "
+        f"local engine (Sail) cannot write to a table with {CDF_PROPERTY} = true (every INSERT, UPDATE and "
+        "MERGE would fail) and writes no change data, so nothing was changed. On Databricks targets the "
+        "tables get the property and table_changes() reads their changes there. Locally, process "
+        "increments by the watermark column instead: keep each step's last_processed_timestamp in the "
+        "watermarks table (retail_lakehouse.watermarks: get_watermark / set_watermark) and read the rows "
+        "newer than it."
+    )
+
+
+def _enables_cdf(key: str, value: str) -> bool:
+    return key.strip().lower() == CDF_PROPERTY.lower() and value.strip().lower() == "true"
+
+
+def refuse_unsupported(statement: str, args: Mapping[str, object] | None = None) -> None:
+    """Refuse a Databricks-only feature before anything runs, whichever route the statement takes.
+
+    Refused: `TBLPROPERTIES (... 'delta.enableChangeDataFeed' = true ...)` in CREATE, REPLACE or
+    ALTER (any key casing, quoted or not; `false` passes) and reading changes with `table_changes(...)`.
+
+    Raises:
+        UnsupportedLocallyError: the statement uses Change Data Feed.
+    """
+    lower = statement.lower()
+    if "enablechangedatafeed" not in lower and "table_changes" not in lower:
+        return  # the common case: no tokenizing
+    if args:
+        with contextlib.suppress(SqlError):  # reported by whoever runs it; check the text as written
+            statement = bind_parameters(statement, args)
+    if "tblproperties" in lower:
+        for key, value in table_properties_in(statement).items():
+            if _enables_cdf(key, value):
+                raise change_data_feed_error(f"TBLPROPERTIES ('{key}' = '{value}')")
+    if "table_changes" in lower and calls_function(statement, "table_changes"):
+        raise change_data_feed_error("reading a Change Data Feed with table_changes(...)")
 
 
 def is_delta_utility(statement: str) -> bool:
@@ -419,6 +473,8 @@ def _show_tblproperties(stmt: ShowTblProperties, directory: Path, _: DeltaSqlOpt
 
 def _set_tblproperties(stmt: SetTblProperties, directory: Path, _: DeltaSqlOptions) -> pd.DataFrame:
     for key, value in stmt.properties.items():
+        if _enables_cdf(key, value):
+            raise change_data_feed_error(f"ALTER TABLE {stmt.table.name} SET TBLPROPERTIES ('{key}' = '{value}')")
         if key.startswith("delta.feature.") or key in ("delta.minReaderVersion", "delta.minWriterVersion"):
             raise SqlError(f"ALTER TABLE {stmt.table.name} SET TBLPROPERTIES ({key!r}): protocol upgrades are "
                            "not supported locally (delta-rs would not upgrade the protocol); do it on Databricks")

@@ -2,14 +2,16 @@
 
 Locally (env `local`) the session is served by Sail, embedded in this process or reached through
 `SPARK_REMOTE`; Delta utility statements Sail cannot parse (DESCRIBE HISTORY, OPTIMIZE, VACUUM,
-RESTORE, ...) are served by delta-rs in Databricks' syntax. On Databricks the runtime's own session
-is used and every statement goes to Spark.
+RESTORE, ...) are served by delta-rs in Databricks' syntax; Change Data Feed is refused before
+anything changes (Sail cannot write to CDF tables) and CACHE/UNCACHE TABLE are documented no-ops.
+On Databricks the runtime's own session is used and every statement goes to Spark.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -18,13 +20,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retail_lakehouse.config import LAYERS, Settings, load_settings
-from retail_lakehouse.errors import ConfigError, SqlError, TableNotFoundError
+from retail_lakehouse.errors import ConfigError, SqlError, TableNotFoundError, UnsupportedLocallyError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
 
 _lock = threading.RLock()
 _server: Any = None
@@ -51,6 +55,36 @@ def _spark_home() -> None:
 
 
 _spark_home()
+
+
+class _RpcErrorsAtDebug(logging.Filter):
+    """Turns pyspark's 'GRPC Error received' ERROR record into a DEBUG line on this module's logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or not str(record.msg).startswith("GRPC Error received"):
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        details = getattr(error, "details", None)
+        log.debug("Spark Connect RPC failed (raised to the caller): %s", details() if callable(details) else error)
+        return False
+
+
+def quiet_rpc_errors() -> None:
+    """Log failed Spark Connect RPCs at DEBUG instead of as pyspark JSON ERROR records (idempotent).
+
+    pyspark's connect client logs every failed RPC at ERROR right before raising it; once ipykernel's
+    logging setup re-enables that logger, expected and handled failures (the `_metadata` fallback of
+    ops diagnostics, a retried MERGE conflict) fill the terminal. The exception still reaches the
+    caller, so nothing is lost. With `SPARK_CONNECT_LOG_LEVEL` set, pyspark's own logging is left alone.
+    """
+    if "SPARK_CONNECT_LOG_LEVEL" in os.environ:
+        return
+    try:
+        from pyspark.sql.connect.logging import logger
+    except ImportError:  # a pyspark without the connect client logs no RPC errors
+        return
+    if not any(isinstance(f, _RpcErrorsAtDebug) for f in logger.filters):
+        logger.addFilter(_RpcErrorsAtDebug())
 
 
 def _sail_env(settings: Settings) -> None:
@@ -118,6 +152,7 @@ def get_spark(env: str | None = None) -> SparkSession:
         ConfigError: a Databricks environment without a Databricks runtime or Databricks Connect.
     """
     settings = load_settings(env)
+    quiet_rpc_errors()
     if not settings.is_local:
         return _databricks_session(settings)
     remote = os.environ.get("SPARK_REMOTE") or start_local_server(settings)
@@ -289,6 +324,17 @@ _SET_RETENTION = re.compile(
     rf"^\s*SET\s+{re.escape(_RETENTION_CHECK_KEY)}\s*=\s*(?P<value>true|false)\s*;?\s*$", re.IGNORECASE
 )
 _ALTER = re.compile(r"^\s*ALTER\s+TABLE\s+(?P<name>IDENTIFIER\(:\w+\)|[`\w.]+)\s+ADD\s+COLUMN", re.IGNORECASE)
+_SET_CDF_DEFAULT = re.compile(
+    r"^\s*SET\s+`?spark\.databricks\.delta\.properties\.defaults\.enableChangeDataFeed`?\s*=\s*"
+    r"(?P<q>['\"]?)(?P<value>[^'\";\s]*)(?P=q)\s*;?\s*$",
+    re.IGNORECASE,
+)
+_CACHE = re.compile(
+    r"^\s*(?P<verb>CACHE(?:\s+LAZY)?|UNCACHE)\s+TABLE\s+(?P<ifexists>IF\s+EXISTS\s+)?(?P<name>[`\w.]+)"
+    r"(?:\s+OPTIONS\s*\((?:[^()'\"]|'[^']*'|\"[^\"]*\")*\))?(?:\s+(?:AS\s+)?(?P<query>\S.*?))?\s*;?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+_CLEAR_CACHE = re.compile(r"^\s*CLEAR\s+CACHE\s*;?\s*$", re.IGNORECASE)
 _SYSTEM = re.compile(r"\bsystem`?\s*\.", re.IGNORECASE)  # a superset of _system_tables.mentions
 _USING = re.compile(r"\bUSING\s+(?P<fmt>\w+)", re.IGNORECASE)
 
@@ -319,9 +365,14 @@ def sql(statement: str, args: Mapping[str, Any] | None = None, *, env: str | Non
         from retail_lakehouse.local_workspace import _system_tables
 
         statement = _system_tables.prepare(statement, env=settings.env)
+    delta_sql.refuse_unsupported(statement, args)  # Change Data Feed: before anything changes
     if m := _SET_RETENTION.match(statement):
         _options["retention_check"] = m.group("value").lower() == "true"
         return spark.createDataFrame([(_RETENTION_CHECK_KEY, m.group("value").lower())], "key string, value string")
+    if m := _SET_CDF_DEFAULT.match(statement):
+        return _set_cdf_default(spark, m.group("value"))
+    if _CLEAR_CACHE.match(statement) or re.match(r"\s*(UN)?CACHE\b", statement, re.IGNORECASE):
+        return _cache(spark, settings, delta_sql.bind_parameters(statement, args) if args else statement)
     if delta_sql.is_delta_utility(statement):
         options = delta_sql.DeltaSqlOptions(retention_check=_options["retention_check"])
         frame = delta_sql.execute(statement, args, lambda n: resolve_table(n, settings), options)
@@ -368,12 +419,75 @@ def _spark_sql(spark: SparkSession, settings: Settings, statement: str, args: Ma
                 return run()
             except PySparkException as again:
                 text = str(again)
+        if "please specify: ChangeDataFeed" in text:
+            raise UnsupportedLocallyError(
+                "a table this statement writes has delta.enableChangeDataFeed = true in its Delta log (set "
+                "outside this engine): the local engine (Sail) cannot write to Change Data Feed tables, which "
+                "are a Databricks-only feature of this lakehouse. Nothing was written. Make the table "
+                "writable locally with ALTER TABLE <table> SET TBLPROPERTIES ('delta.enableChangeDataFeed' = "
+                "'false') and process increments by watermark (retail_lakehouse.watermarks)."
+                f"\n  in statement: {_short(statement, 400)}"
+            ) from None
         raise SqlError(f"{_short(text)}\n  in statement: {_short(statement, 400)}") from None
 
 
 def _short(text: str, limit: int = 1200) -> str:
     text = text.strip()
     return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _set_cdf_default(spark: SparkSession, value: str) -> DataFrame:
+    """`SET ...defaults.enableChangeDataFeed`: true is refused (new tables would be unwritable), false is a no-op."""
+    from retail_lakehouse import delta_sql
+
+    key = delta_sql.CDF_DEFAULT_CONF
+    if value.lower() == "true":
+        raise delta_sql.change_data_feed_error(f"SET {key} = true")
+    if value.lower() != "false":
+        raise SqlError(f"SET {key}: the value must be true or false, got {value!r}")
+    return spark.createDataFrame([(key, "false")], "key string, value string")
+
+
+_CACHE_NOTICE = (
+    "{what} is a no-op on the local engine (nothing is cached; Sail reads the latest snapshot at each "
+    "query); Databricks SQL warehouses cache results and disk on their own"
+)
+
+
+def _cache(spark: SparkSession, settings: Settings, statement: str) -> DataFrame:
+    """CACHE [LAZY] TABLE / UNCACHE TABLE / CLEAR CACHE: accepted as no-ops, with a one-row `notice`.
+
+    The named table must exist (TableNotFoundError), except for UNCACHE TABLE IF EXISTS; `CACHE TABLE
+    v AS query` creates the temporary view `v`, as on Databricks.
+    """
+    if _CLEAR_CACHE.match(statement):
+        what = "CLEAR CACHE"
+    else:
+        m = _CACHE.match(statement)
+        uncache = bool(m) and m.group("verb").upper() == "UNCACHE"  # type: ignore[union-attr]
+        if m is None or (uncache and m.group("query")) or (not uncache and m.group("ifexists")):
+            raise SqlError(
+                f"cannot parse {statement.strip()!r}. Expected syntax: CACHE [LAZY] TABLE table_name "
+                "[OPTIONS ('storageLevel' 'level')] [[AS] query] | UNCACHE TABLE [IF EXISTS] table_name | CLEAR CACHE"
+            )
+        verb, name, query = " ".join(m.group("verb").upper().split()), m.group("name"), m.group("query")
+        what = f"{verb} TABLE {name}"
+        if query:
+            _spark_sql(spark, settings, f"CREATE OR REPLACE TEMPORARY VIEW {name} AS {query}", None)
+            what = f"{verb} TABLE {name} AS query created the temporary view {name}; caching it"
+        elif not m.group("ifexists"):
+            try:
+                _spark_sql(spark, settings, f"SELECT * FROM {name} LIMIT 0", None)
+            except SqlError as exc:
+                if "not found" not in str(exc).lower():
+                    raise
+                raise TableNotFoundError(
+                    name, f"{what}: table or view {name} does not exist; check the name (catalog.schema.table)"
+                    + (" or use UNCACHE TABLE IF EXISTS" if uncache else " or create the table first")
+                ) from None
+    notice = _CACHE_NOTICE.format(what=what)
+    log.info(notice)
+    return spark.createDataFrame([(notice,)], "notice string")
 
 
 def _with_location(

@@ -50,6 +50,13 @@ class RetentionTooShortError(SqlError):
     """VACUUM with a retention below the runbook's 168 hours, without an explicit override."""
 
 
+class UnsupportedLocallyError(SqlError):
+    """A Databricks-only feature the local engine cannot provide; nothing was changed.
+
+    Run the statement on a Databricks target, or use the local alternative the message names.
+    """
+
+
 class JobNotFoundError(LakehouseError):
     """A job name is not declared in databricks.yml."""
 

@@ -242,16 +242,15 @@ def write_table(
 
 def _with_conflict_retry(action, attempts: int = 5) -> None:
     """Run a Delta commit, retrying when a concurrent writer committed first (optimistic concurrency)."""
-    import logging
     import random
     import time
 
-    # pyspark logs every gRPC error at ERROR before raising it: a conflict we retry is not one.
-    # Whatever is not retried is raised with its full message.
-    grpc_log = logging.getLogger("pyspark.sql.connect.logging")
+    from retail_lakehouse import engine
+
+    # pyspark logs every gRPC error at ERROR before raising it: a conflict we retry is not one, so
+    # those records go to DEBUG. Whatever is not retried is raised with its full message.
+    engine.quiet_rpc_errors()
     for attempt in range(1, attempts + 1):
-        level = grpc_log.level
-        grpc_log.setLevel(logging.CRITICAL)
         try:
             action()
             return
@@ -259,8 +258,6 @@ def _with_conflict_retry(action, attempts: int = 5) -> None:
             if "commit" not in str(exc).lower() or attempt == attempts:
                 raise
             time.sleep(0.05 * 2**attempt + random.random() * 0.05)
-        finally:
-            grpc_log.setLevel(level)
 
 
 def _partition_literal(value: object, spark_type: str) -> str | None:

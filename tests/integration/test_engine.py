@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from retail_lakehouse import engine, writes
-from retail_lakehouse.errors import RetentionTooShortError, SqlError, TableNotFoundError, VersionNotFoundError
+from retail_lakehouse.errors import (
+    RetentionTooShortError,
+    SqlError,
+    TableNotFoundError,
+    UnsupportedLocallyError,
+    VersionNotFoundError,
+)
 
 T = "retail_datalake.local_gold.engine_demo"
 
@@ -126,3 +132,138 @@ def test_alter_table_add_columns(versioned):
     assert got[0][0] == "web" and float(got[0][1]) == 2.5
     with pytest.raises(SqlError, match="already exists"):
         engine.sql(f"ALTER TABLE {versioned} ADD COLUMNS (channel STRING)")
+
+
+# --- Change Data Feed: refused before anything changes, the table stays writable ------------------
+
+CDF = "retail_datalake.local_gold.engine_cdf_guard"
+
+
+def _state(table):
+    props = dict(rows(engine.sql(f"SHOW TBLPROPERTIES {table}")))
+    return props, engine.sql(f"DESCRIBE HISTORY {table} LIMIT 1").toPandas()["version"][0]
+
+
+@pytest.fixture
+def cdf_table():
+    engine.sql(f"DROP TABLE IF EXISTS {CDF}")
+    engine.sql(f"CREATE TABLE {CDF} (id BIGINT, v STRING) USING delta TBLPROPERTIES ('quality' = 'gold')")
+    engine.sql(f"INSERT INTO {CDF} VALUES (1, 'a'), (2, 'b')")
+    yield CDF
+    engine.sql(f"DROP TABLE IF EXISTS {CDF}")
+
+
+@pytest.mark.parametrize("statement, args", [
+    (f"ALTER TABLE {CDF} SET TBLPROPERTIES ('delta.enableChangeDataFeed' = 'true')", None),
+    (f"alter table {CDF} set tblproperties (DELTA.enableChangeDataFeed = TRUE)", None),
+    ("ALTER TABLE IDENTIFIER(:t) SET TBLPROPERTIES ('owner' = 'x', 'delta.enableChangeDataFeed' = :on)",
+     {"t": CDF, "on": "true"}),
+])
+def test_change_data_feed_refused_and_table_stays_writable(cdf_table, statement, args):
+    before = _state(cdf_table)
+    with pytest.raises(UnsupportedLocallyError, match="Change Data Feed is a Databricks-only feature") as info:
+        engine.sql(statement, args)
+    message = str(info.value)
+    assert "retail_lakehouse.watermarks" in message and "last_processed_timestamp" in message
+    assert "On Databricks targets the tables get the property" in message
+    assert _state(cdf_table) == before  # properties and version unchanged
+    engine.sql(f"INSERT INTO {cdf_table} VALUES (3, 'c')")
+    engine.sql(f"UPDATE {cdf_table} SET v = 'bb' WHERE id = 2")
+    engine.sql(
+        f"MERGE INTO {cdf_table} t USING (SELECT 3 AS id, 'cc' AS v UNION ALL SELECT 4, 'd') s ON t.id = s.id "
+        "WHEN MATCHED THEN UPDATE SET v = s.v WHEN NOT MATCHED THEN INSERT (id, v) VALUES (s.id, s.v)"
+    )
+    engine.sql(f"DELETE FROM {cdf_table} WHERE id = 1")
+    assert sorted(rows(engine.sql(f"SELECT id, v FROM {cdf_table}"))) == [(2, "bb"), (3, "cc"), (4, "d")]
+
+
+def test_change_data_feed_false_is_accepted(cdf_table):
+    engine.sql(f"ALTER TABLE {cdf_table} SET TBLPROPERTIES ('delta.enableChangeDataFeed' = 'false')")
+    assert _state(cdf_table)[0]["delta.enableChangeDataFeed"] == "false"
+    engine.sql(f"INSERT INTO {cdf_table} VALUES (3, 'c')")
+    assert engine.sql(f"SELECT count(*) FROM {cdf_table}").collect()[0][0] == 3
+
+
+def test_change_data_feed_refused_on_create_and_as_session_default(lakehouse_home):
+    name = "retail_datalake.local_gold.engine_cdf_new"
+    with pytest.raises(UnsupportedLocallyError, match=r"^TBLPROPERTIES \('delta.enableChangeDataFeed' = 'true'\) is refused"):
+        engine.sql(f"CREATE TABLE {name} (id BIGINT) USING delta TBLPROPERTIES ('delta.enableChangeDataFeed' = 'true')")
+    assert not engine.table_dir(name).exists()
+    key = "spark.databricks.delta.properties.defaults.enableChangeDataFeed"
+    with pytest.raises(UnsupportedLocallyError, match="Databricks-only"):
+        engine.sql(f"SET {key} = true")
+    assert rows(engine.sql(f"SET {key} = false")) == [(key, "false")]
+
+
+def test_table_changes_refused_clearly(cdf_table):
+    with pytest.raises(UnsupportedLocallyError, match="table_changes") as info:
+        engine.sql(f"SELECT * FROM table_changes('{cdf_table}', 0)")
+    assert "unknown" not in str(info.value) and "retail_lakehouse.watermarks" in str(info.value)
+
+
+def test_table_with_change_data_feed_on_in_its_log_says_how_to_recover(cdf_table):
+    from deltalake import DeltaTable
+
+    DeltaTable(str(engine.table_dir(cdf_table))).alter.set_table_properties({"delta.enableChangeDataFeed": "true"})
+    with pytest.raises(UnsupportedLocallyError, match="'delta.enableChangeDataFeed' = 'false'"):
+        engine.sql(f"INSERT INTO {cdf_table} VALUES (3, 'c')")
+    engine.sql(f"ALTER TABLE {cdf_table} SET TBLPROPERTIES ('delta.enableChangeDataFeed' = 'false')")
+    engine.sql(f"INSERT INTO {cdf_table} VALUES (3, 'c')")
+    assert engine.sql(f"SELECT count(*) FROM {cdf_table}").collect()[0][0] == 3
+
+
+# --- CACHE / UNCACHE / CLEAR CACHE: documented no-ops ---------------------------------------------
+
+
+@pytest.mark.parametrize("statement", [
+    f"CACHE TABLE {CDF}",
+    f"cache lazy table {CDF} OPTIONS ('storageLevel' 'DISK_ONLY')",
+    f"UNCACHE TABLE {CDF}",
+    "UNCACHE TABLE IF EXISTS retail_datalake.local_gold.no_such_table",
+    "CLEAR CACHE",
+])
+def test_cache_statements_are_noops_with_a_notice(cdf_table, caplog, statement):
+    with caplog.at_level("INFO", logger="retail_lakehouse.engine"):
+        out = engine.sql(statement)
+    assert out.columns == ["notice"]
+    (notice,) = [r[0] for r in out.collect()]
+    assert "no-op on the local engine" in notice and "Databricks SQL warehouses cache" in notice
+    assert [r.getMessage() for r in caplog.records if r.name == "retail_lakehouse.engine"] == [notice]
+
+
+def test_cache_unknown_table_and_cache_as_query():
+    with pytest.raises(TableNotFoundError, match="no_such_table"):
+        engine.sql("CACHE TABLE retail_datalake.local_gold.no_such_table")
+    with pytest.raises(TableNotFoundError, match="IF EXISTS"):
+        engine.sql("UNCACHE TABLE retail_datalake.local_gold.no_such_table")
+    engine.sql("CACHE TABLE engine_cached_view AS SELECT 1 AS x")
+    assert rows(engine.sql("SELECT x FROM engine_cached_view")) == [(1,)]
+
+
+# --- a handled engine error prints no pyspark ERROR record ------------------------------------------
+
+_FAILING = """
+import logging.config
+from retail_lakehouse import engine
+from retail_lakehouse.errors import SqlError
+
+engine.get_spark()
+# ipykernel (traitlets) configures logging like this, which re-enables pyspark's connect logger.
+logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+try:
+    engine.sql("SELECT _metadata.file_path FROM range(1)")
+except SqlError as exc:
+    print("raised", type(exc).__name__, "_metadata" in str(exc))
+"""
+
+
+def test_failing_statement_raises_without_a_pyspark_error_record(versioned, lakehouse_home):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "SPARK_CONNECT_LOG_LEVEL"}
+    env.update(SPARK_REMOTE=engine._server_url, LAKEHOUSE_HOME=str(lakehouse_home))
+    done = subprocess.run([sys.executable, "-c", _FAILING], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "raised SqlError True", done.stderr
+    assert "GRPC Error received" not in done.stderr and '"level": "ERROR"' not in done.stderr, done.stderr

@@ -12,11 +12,18 @@ import pandas as pd
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from retail_lakehouse.delta_sql import DeltaSqlOptions, bind_parameters, execute, is_delta_utility
+from retail_lakehouse.delta_sql import (
+    DeltaSqlOptions,
+    bind_parameters,
+    execute,
+    is_delta_utility,
+    refuse_unsupported,
+)
 from retail_lakehouse.errors import (
     RetentionTooShortError,
     SqlError,
     TableNotFoundError,
+    UnsupportedLocallyError,
     VersionNotFoundError,
 )
 
@@ -369,6 +376,55 @@ def test_unset_tblproperties(resolve, tables) -> None:
         execute("ALTER TABLE orders UNSET TBLPROPERTIES ('quality')", None, resolve)
 
 
+# --- Change Data Feed: refused before anything changes -------------------------------------------
+
+
+@pytest.mark.parametrize("props", [
+    "'delta.enableChangeDataFeed' = 'true'",
+    "delta.enableChangeDataFeed = true",
+    "'quality' = 'gold', 'DELTA.ENABLECHANGEDATAFEED' = 'TRUE'",
+    "`delta`.`enableChangeDataFeed` true",
+])
+def test_change_data_feed_refused_on_alter(resolve, tables, props: str) -> None:
+    orders = tables["retail_datalake.local_silver.orders"]
+    with pytest.raises(UnsupportedLocallyError, match="Databricks-only") as info:
+        execute(f"ALTER TABLE orders SET TBLPROPERTIES ({props})", None, resolve)
+    assert "retail_lakehouse.watermarks" in str(info.value) and "last_processed_timestamp" in str(info.value)
+    assert isinstance(info.value, SqlError)
+    dt = DeltaTable(str(orders))
+    assert dt.version() == 2 and "quality" not in dt.metadata().configuration
+
+
+def test_change_data_feed_false_is_accepted(resolve, tables) -> None:
+    execute("ALTER TABLE orders SET TBLPROPERTIES ('delta.enableChangeDataFeed' = 'false')", None, resolve)
+    dt = DeltaTable(str(tables["retail_datalake.local_silver.orders"]))
+    assert dt.metadata().configuration["delta.enableChangeDataFeed"] == "false"
+    assert dt.protocol().min_writer_version < 4  # no changeDataFeed writer feature: Sail can still write
+
+
+@pytest.mark.parametrize("statement, args", [
+    ("CREATE TABLE t (id INT) USING delta TBLPROPERTIES ('delta.enableChangeDataFeed' = 'true')", None),
+    ("CREATE OR REPLACE TABLE t TBLPROPERTIES (delta.enableChangeDataFeed = TRUE) AS SELECT 1 AS id", None),
+    ("ALTER TABLE IDENTIFIER(:t) SET TBLPROPERTIES ('delta.enableChangeDataFeed' = :on)", {"t": "a.b.c", "on": True}),
+    ("SELECT * FROM table_changes('a.b.c', 2)", None),
+    ("SELECT count(*) FROM Table_Changes ('a.b.c', 0, 5) WHERE _change_type = 'insert'", None),
+])
+def test_refuse_unsupported_refuses(statement: str, args) -> None:
+    with pytest.raises(UnsupportedLocallyError, match="Change Data Feed is a Databricks-only feature"):
+        refuse_unsupported(statement, args)
+
+
+@pytest.mark.parametrize("statement", [
+    "CREATE TABLE t (id INT) USING delta TBLPROPERTIES ('delta.enableChangeDataFeed' = 'false')",
+    "ALTER TABLE t SET TBLPROPERTIES ('quality' = 'gold')",
+    "ALTER TABLE t UNSET TBLPROPERTIES ('delta.enableChangeDataFeed')",
+    "SELECT 'table_changes(x)' AS s, table_changes FROM t -- table_changes(t, 1)",
+    "SELECT * FROM t WHERE note = 'delta.enableChangeDataFeed = true'",
+])
+def test_refuse_unsupported_lets_others_through(statement: str) -> None:
+    refuse_unsupported(statement)
+
+
 # --- Sail reads what delta-rs restored -----------------------------------------------------------
 
 
@@ -380,7 +436,8 @@ def spark():
     server = SparkConnectServer("127.0.0.1", 0)
     server.start(background=True)
     _, port = server.listening_address
-    session = SparkSession.builder.remote(f"sc://127.0.0.1:{port}").getOrCreate()
+    # create(), not getOrCreate(): that returns the engine's session when one is open, which stop() would end.
+    session = SparkSession.builder.remote(f"sc://127.0.0.1:{port}").create()
     yield session
     session.stop()
     server.stop()
