@@ -259,7 +259,7 @@ def make_example(home: Path, key: str) -> RunRecord:
         output.parent.mkdir(parents=True, exist_ok=True)
         try:
             papermill.execute_notebook(
-                str(OPS_DIR / f"{NOTEBOOK}.ipynb"), str(output), parameters=parameters, kernel_name="python3",
+                str(OPS_DIR / f"{NOTEBOOK}.ipynb"), str(output), parameters=parameters, kernel_name="lakehouse-warm",
                 resources={"metadata": {"path": str(OPS_DIR)}}, progress_bar=False, log_output=False,
                 request_save_on_cell_execute=False, execution_timeout=600,
             )

@@ -93,7 +93,9 @@ def _sail_env(settings: Settings) -> None:
         "SAIL_CATALOG__LIST", f'[{{name="{settings.catalog}", type="memory", initial_database=["default"]}}]'
     )
     os.environ.setdefault("SAIL_CATALOG__DEFAULT_CATALOG", settings.catalog)
-    os.environ.setdefault("RUST_LOG", "warn")
+    # Sail's own log: warnings, less the expected ones the engine handles itself (a Delta commit
+    # that raced another and is retried; tasks aborted when the session stops).
+    os.environ.setdefault("RUST_LOG", "warn,sail_delta_lake::transaction=off,sail_common::actor=error")
     # DataFrame.localCheckpoint() materializes intermediate results on the server (silver uses it).
     checkpoints = settings.home / "spark_checkpoints" / str(os.getpid())
     checkpoints.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from jupyter_client.manager import KernelManager
@@ -211,7 +211,21 @@ def _new_manager() -> KernelManager:
     from jupyter_client.manager import KernelManager
 
     sockets = tempfile.mkdtemp(prefix=_IPC_PREFIX)
-    return KernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=os.path.join(sockets, "k"))
+    km = KernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=os.path.join(sockets, "k"))
+    # papermill (nbclient) leaves the channels of the client it makes open when it does not own the
+    # kernel manager; their garbage collection then warns "Could not destroy zmq context". Keep
+    # every client made here, so that _shutdown closes them with the kernel.
+    clients: list[Any] = []
+    make_client = km.client
+
+    def client(**kwargs: Any) -> Any:
+        kc = make_client(**kwargs)
+        clients.append(kc)
+        return kc
+
+    km.client = client  # type: ignore[method-assign]
+    km.lakehouse_clients = clients  # type: ignore[attr-defined]
+    return km
 
 
 def _start_kernel(extra_arguments: list[str]) -> KernelManager:
@@ -248,6 +262,11 @@ def _execute_silently(km: KernelManager, code: str, timeout: float = START_TIMEO
 
 
 def _shutdown(km: KernelManager) -> None:
+    for kc in getattr(km, "lakehouse_clients", ()):
+        try:
+            kc.stop_channels()
+        except Exception as exc:  # a client already closed
+            log.debug("client stop: %s", exc)
     try:
         if km.has_kernel:
             km.shutdown_kernel(now=True)
