@@ -651,6 +651,8 @@ def deploy(
     Raises:
         ConfirmationRequired: qa/prod without `confirm`, unless `dry_run`.
         ConfigError: invalid bundle or environment.
+        CredentialsError: no usable Databricks credentials for `env` (a dry run too: the plan reads
+            the workspace's manifest, files and jobs).
     """
     from retail_lakehouse.workspace import connect
 
@@ -682,7 +684,8 @@ def run_cli(env: str, dry_run: bool = False, yes: bool = False, *, bundle_path: 
 
     Returns:
         0 deployed (or planned); 1 the workspace refused a change (message on stderr);
-        2 refused or misconfigured (qa/prod without --yes, invalid bundle or environment).
+        2 refused or misconfigured (qa/prod without --yes, invalid bundle or environment, no
+        Databricks credentials): one `error:` line on stderr.
     """
     from databricks.sdk.errors import DatabricksError
 

@@ -14,6 +14,10 @@ class ConfigError(LakehouseError):
     """The environment or a parameter file is wrong: fix `params/<env>.yaml` or the environment."""
 
 
+class CredentialsError(ConfigError):
+    """A Databricks environment has no usable credentials: configure its profile or DATABRICKS_* variables."""
+
+
 class ParameterError(LakehouseError):
     """A notebook or CLI parameter has a bad value: change the parameter."""
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from retail_lakehouse.config import load_settings
-from retail_lakehouse.errors import JobFailedError, JobNotFoundError
+from retail_lakehouse.errors import CredentialsError, JobFailedError, JobNotFoundError
 from retail_lakehouse.statements import run_sql, warehouse_id
 
 if TYPE_CHECKING:
@@ -54,6 +54,10 @@ def connect(env: str | None = None) -> WorkspaceClient:
         A `databricks.sdk.WorkspaceClient`. Locally it points at the running local workspace
         (`LAKEHOUSE_HOME/workspace/server.json`), at the one of this process, or at one started
         now (see the module's docstring).
+
+    Raises:
+        CredentialsError: dev/qa/prod and the SDK finds no usable credentials; the message says what
+            to configure.
     """
     settings = load_settings(env)
     if not settings.is_local:
@@ -63,11 +67,49 @@ def connect(env: str | None = None) -> WorkspaceClient:
         # DATABRICKS_CONFIG_PROFILE), else the profile named in params/<env>.yaml.
         profile = settings.databricks.get("profile")
         chosen = any(os.environ.get(v) for v in ("DATABRICKS_HOST", "DATABRICKS_CONFIG_PROFILE"))
-        if profile and not chosen:
-            return WorkspaceClient(profile=profile)
-        return WorkspaceClient()
+        try:
+            # The SDK resolves auth eagerly: Config() (built here) raises ValueError when no method works.
+            return WorkspaceClient(profile=profile) if profile and not chosen else WorkspaceClient()
+        except ValueError as exc:
+            raise CredentialsError(_credentials_message(settings.env, profile, chosen, exc)) from None
     host, token = _local_endpoint()
     return _local_client(host, token)
+
+
+_SECRET_VARIABLES = (
+    "DATABRICKS_TOKEN",
+    "DATABRICKS_CLIENT_SECRET",
+    "DATABRICKS_PASSWORD",
+    "ARM_CLIENT_SECRET",
+    "DATABRICKS_AZURE_CLIENT_SECRET",
+)
+
+
+def _credentials_message(env: str, profile: str | None, chosen: bool, exc: Exception) -> str:
+    """One line: what failed, and what to configure for `env`; never a secret value."""
+    # The SDK's reason without its documentation link and config dump (it masks secrets; we check again).
+    reason = " ".join(str(exc).split())
+    for cut in (", please check", ". Config:", ". Env:"):
+        reason = reason.split(cut, 1)[0]
+    for name in _SECRET_VARIABLES:
+        value = os.environ.get(name)
+        if value:
+            reason = reason.replace(value, "***")
+    cfg = os.environ.get("DATABRICKS_CONFIG_FILE") or "~/.databrickscfg"
+    if chosen:
+        given = {v: os.environ.get(v) for v in ("DATABRICKS_HOST", "DATABRICKS_CONFIG_PROFILE")}
+        named = [f"{v}={value!r}" for v, value in given.items() if value]
+        tried = f"{' and '.join(named)} from the environment"
+    elif profile:
+        tried = f"profile {profile!r} (params/{env}.yaml databricks.profile)"
+    else:
+        tried = f"the default credentials (params/{env}.yaml names no databricks.profile)"
+    name = profile or "<profile>"
+    return (
+        f"no usable Databricks credentials for env {env!r}: {tried} failed ({reason}); configure either "
+        f"profile [{name}] in {cfg} (`databricks auth login --host <workspace-url> --profile {name}`), "
+        "or the variables DATABRICKS_HOST and DATABRICKS_TOKEN (or DATABRICKS_CONFIG_PROFILE naming a profile)"
+    )
 
 
 # ----------------------------------------------------------------------------- the local workspace
