@@ -42,8 +42,8 @@ def pytest_configure(config):
     os.environ["LAKEHOUSE_HOME"] = str(home)
     os.environ["LAKEHOUSE_ENV"] = "local"
     from retail_lakehouse import engine
-    from retail_lakehouse.config import load_settings
-    from retail_lakehouse.generate import generate
+    from retail_lakehouse.core.config import load_settings
+    from retail_lakehouse.sandbox.generate import generate
 
     settings = load_settings("local")
     generate(

@@ -52,8 +52,8 @@ def isolated_home(tmp_path_factory):
 
 def generate_sources(home: Path, *, days: int = 3, scale_factor: float = 0.05, **kwargs):
     """Generate the source systems into a home laid out as params/local.yaml says."""
-    from retail_lakehouse.config import load_settings
-    from retail_lakehouse.generate import generate
+    from retail_lakehouse.core.config import load_settings
+    from retail_lakehouse.sandbox.generate import generate
 
     settings = load_settings("local")
     return generate(

@@ -1,7 +1,7 @@
 """Drill: the store database is down during the nightly ingestion; the Airflow DAG run fails for good.
 
 Runs in the Airflow venv (`.venv-airflow`) against a local workspace that is already serving
-(`python -m retail_lakehouse.local_workspace._airflow_compat`, a process of the main venv):
+(`python -m retail_lakehouse.local`, a process of the main venv):
 
 1. the OLTP source (`LAKEHOUSE_HOME/sources/store_oltp.sqlite`) is moved away;
 2. the workspace's `retail_ingestion` job is reset (Jobs API) so each of its tasks is tried once:

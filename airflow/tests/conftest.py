@@ -84,7 +84,7 @@ def workspace(lakehouse_home):
     """The local workspace as a separate process of the MAIN venv; yields (host, port, token)."""
     log = open(lakehouse_home / "workspace.log", "wb")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen(  # noqa: S603
-        [str(MAIN_PYTHON), "-m", "retail_lakehouse.local_workspace._airflow_compat", "--port", "0"],
+        [str(MAIN_PYTHON), "-m", "retail_lakehouse.local", "--port", "0"],
         env={**os.environ, "LAKEHOUSE_HOME": str(lakehouse_home)},
         cwd=REPO,
         stdout=log,

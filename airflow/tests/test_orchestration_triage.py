@@ -101,7 +101,7 @@ def test_triage_notebook_names_the_failed_task_its_tries_and_its_databricks_run(
     script = (
         "import json\n"
         "from retail_lakehouse.ops._delta import sql\n"
-        "from retail_lakehouse.workspace import connect\n"
+        "from retail_lakehouse.databricks.workspace import connect\n"
         "rows = sql(connect('local'), \"SELECT operation, outcome, details FROM retail_datalake.local_monitoring.ops_audit "
         "WHERE notebook = 'job_failure_triage'\", env='local')\n"
         "print(json.dumps(rows.to_dict('records'), default=str))\n"

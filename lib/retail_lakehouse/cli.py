@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from retail_lakehouse.errors import LakehouseError, ParameterError
+from retail_lakehouse.core.errors import LakehouseError, ParameterError
 
 
 def _kv(items: Sequence[str] | None, flag: str = "--param") -> dict[str, str]:
@@ -35,7 +35,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from retail_lakehouse.runner import run_job
+    from retail_lakehouse.jobs.runner import run_job
 
     run = run_job(args.job, _kv(args.param), env=args.env)
     for task in run.tasks:
@@ -49,8 +49,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from retail_lakehouse.config import load_settings
-    from retail_lakehouse.generate import generate
+    from retail_lakehouse.core.config import load_settings
+    from retail_lakehouse.sandbox.generate import generate
 
     settings = load_settings("local")
     started = time.perf_counter()
@@ -72,14 +72,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from retail_lakehouse.demo import run_demo
+    from retail_lakehouse.sandbox.demo import run_demo
 
     return run_demo(scale_factor=args.scale_factor, days=args.days, increments=args.increments)
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
-    from retail_lakehouse.config import load_settings
-    from retail_lakehouse.tables import registry
+    from retail_lakehouse.core.config import load_settings
+    from retail_lakehouse.core.tables import registry
 
     settings = load_settings(args.env)
     for t in registry():
@@ -88,7 +88,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
 
 def cmd_workspace(args: argparse.Namespace) -> int:
-    from retail_lakehouse.local_workspace import cli as ws
+    from retail_lakehouse.local import cli as ws
 
     if args.action == "start":
         return ws.cmd_start(args.port)
@@ -98,7 +98,7 @@ def cmd_workspace(args: argparse.Namespace) -> int:
 
 
 def cmd_kernels(args: argparse.Namespace) -> int:
-    from retail_lakehouse import _zygote
+    from retail_lakehouse.jobs import _zygote
 
     if args.action == "stop":
         stopped = _zygote.stop_servers()
@@ -113,20 +113,20 @@ def cmd_kernels(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from retail_lakehouse.deploy import run_cli
+    from retail_lakehouse.databricks.deploy import run_cli
 
     return run_cli(args.env, args.dry_run, args.yes)
 
 
 def cmd_book(args: argparse.Namespace) -> int:
-    from retail_lakehouse.book import build_book
+    from retail_lakehouse.site.book import build_book
 
     build_book(clean=args.clean)
     return 0
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
-    from retail_lakehouse import drills
+    from retail_lakehouse.sandbox import drills
 
     if args.list or not args.name:
         for drill in drills.drills().values():

@@ -31,8 +31,9 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "tables": n}))
 
 def make_tables(home: Path) -> None:
     os.environ["LAKEHOUSE_HOME"] = str(home)
-    from retail_lakehouse import engine, writes
-    from retail_lakehouse.tables import registry
+    from retail_lakehouse import engine
+    from retail_lakehouse.core.tables import registry
+    from retail_lakehouse.engine import writes
 
     for tdef in list(registry())[:30]:
         writes.ensure_table(tdef)
@@ -74,7 +75,7 @@ def main() -> None:
         RUNS,
     )
 
-    from retail_lakehouse.runner import run_job
+    from retail_lakehouse.jobs.runner import run_job
 
     bundle = ROOT / "tests" / "fixtures" / "databricks_test.yml"
     overheads = []

@@ -55,9 +55,9 @@ FLOORS = {  # name: (kernel, cells)
 def build_demo(home: Path) -> None:
     """Sources and one `retail_daily` run into `home`, in a child process (its engine ends with it)."""
     code = (
-        "from retail_lakehouse.config import load_settings\n"
-        "from retail_lakehouse.generate import generate\n"
-        "from retail_lakehouse.runner import run_job\n"
+        "from retail_lakehouse.core.config import load_settings\n"
+        "from retail_lakehouse.sandbox.generate import generate\n"
+        "from retail_lakehouse.jobs.runner import run_job\n"
         "s = load_settings('local')\n"
         "generate(s.home, scale_factor=0.05, days=4, oltp_path=s.sqlite_path(), landing_dir=s.local_path('landing'))\n"
         "assert run_job('retail_daily', env='local').state == 'SUCCESS'\n"
@@ -97,7 +97,7 @@ def stop_fork_servers(home: Path) -> None:
 
 
 def _fork_server_pids() -> set[int]:
-    from retail_lakehouse._zygote import running_servers
+    from retail_lakehouse.jobs._zygote import running_servers
 
     return {s["pid"] for s in running_servers()}
 

@@ -31,7 +31,7 @@ LAKEHOUSE = str(ROOT / ".venv" / "bin" / "lakehouse")
 def _tree_rss(root: int) -> int:
     """Resident memory of a process and all its descendants, in bytes, plus the kernel fork server's
     tree (its kernels run the job's notebooks, but are not the runner's descendants)."""
-    from retail_lakehouse._zygote import running_servers
+    from retail_lakehouse.jobs._zygote import running_servers
 
     return sum(_one_tree_rss(pid) for pid in {root, *(s["pid"] for s in running_servers())})
 

@@ -45,8 +45,9 @@ def _rounds(engine_fn, workspace_fn, runs: int) -> tuple[list[float], list[float
 
 def main() -> None:
     os.environ.setdefault("LAKEHOUSE_HOME", str(fresh_home("workspace")))
-    from retail_lakehouse import engine, local_workspace
-    from retail_lakehouse.workspace import connect, run_sql
+    from retail_lakehouse import engine
+    from retail_lakehouse import local as local_workspace
+    from retail_lakehouse.databricks.workspace import connect, run_sql
 
     load_before = os.getloadavg()[0]
     local_workspace.start()

@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def site(tmp_path_factory) -> Path:
     """`_build/html` of a fresh `build_book()`; its drills get a lakehouse of their own."""
-    from retail_lakehouse.book import build_book
+    from retail_lakehouse.site.book import build_book
 
     index = build_book(home=tmp_path_factory.mktemp("book-lakehouse"))
     return index.parent

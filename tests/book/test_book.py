@@ -9,10 +9,10 @@ import nbformat
 import plotly.graph_objects as go
 import pytest
 
-from retail_lakehouse import _book_pages as pages
-from retail_lakehouse import _book_runs as runs
-from retail_lakehouse import book
-from retail_lakehouse.config import PROJECT_ROOT
+from retail_lakehouse.core.config import PROJECT_ROOT
+from retail_lakehouse.site import _book_pages as pages
+from retail_lakehouse.site import _book_runs as runs
+from retail_lakehouse.site import book
 
 INSPECTED = {
     "env": {
@@ -168,7 +168,7 @@ def test_failed_drill_run_is_not_called_missing():
 
 def test_execute_runs_the_drill_then_the_notebook(tmp_path, monkeypatch):
     """The run stage end to end on a stand-in drill and notebook: papermill outputs made site-ready."""
-    from retail_lakehouse import drills
+    from retail_lakehouse.sandbox import drills
 
     ops, out = tmp_path / "ops", tmp_path / "runs"
     ops.mkdir()

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urldefrag, urlsplit
 import pytest
 import yaml
 
-from retail_lakehouse.config import PROJECT_ROOT
+from retail_lakehouse.core.config import PROJECT_ROOT
 from tests.book._browser import PageReport, find_chromium, visit_pages
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""`retail_lakehouse.widgets.parameter_form`: a form in Jupyter, nothing under papermill."""
+"""`retail_lakehouse.core.widgets.parameter_form`: a form in Jupyter, nothing under papermill."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import textwrap
 import nbformat
 import pytest
 
-from retail_lakehouse import widgets
-from retail_lakehouse.errors import ParameterError
+from retail_lakehouse.core import widgets
+from retail_lakehouse.core.errors import ParameterError
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ NOTEBOOK_CELLS = [
         ["parameters"],
     ),
     (
-        "from retail_lakehouse.widgets import parameter_form; "
+        "from retail_lakehouse.core.widgets import parameter_form; "
         'parameter_form(globals(), {"table": "table", "start_date": "date", "env": "env"})',
         [],
     ),
@@ -144,7 +144,7 @@ def test_interactive_frontend_is_detected():
 
     km, kc = start_new_kernel(kernel_name="python3")
     try:
-        code = "from retail_lakehouse.widgets import form_enabled; print(form_enabled())"
+        code = "from retail_lakehouse.core.widgets import form_enabled; print(form_enabled())"
 
         def run(allow_stdin: bool) -> str:
             out: list[str] = []

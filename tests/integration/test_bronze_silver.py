@@ -7,8 +7,9 @@ import shutil
 
 import pytest
 
-from retail_lakehouse import engine, ingest, silver
-from retail_lakehouse.errors import ConfigError, ParameterError, SourceError
+from retail_lakehouse import engine
+from retail_lakehouse.core.errors import ConfigError, ParameterError, SourceError
+from retail_lakehouse.pipeline import ingest, silver
 from tests.conftest import generate_sources
 
 SILVER_ORDER = ("customers", "products", "stores", "orders", "order_items", "pos_transactions")
@@ -111,7 +112,7 @@ def test_a_new_day_is_ingested_incrementally(loaded, isolated_home):
 
 
 def test_schema_change_adds_the_column_and_keeps_values(isolated_home):
-    from retail_lakehouse.generate import DefectRates
+    from retail_lakehouse.sandbox.generate import DefectRates
 
     generated = generate_sources(isolated_home, days=5, defects=DefectRates.load(schema_change_day=4))
     result = ingest.ingest_oltp("orders", run_id="run-4")

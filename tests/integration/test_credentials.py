@@ -18,7 +18,7 @@ FAKE_FILE_TOKEN = "dapi-fake-from-file-fedcba9876543210"  # noqa: S105
 
 
 def _profile(env: str) -> str:
-    from retail_lakehouse.config import load_settings
+    from retail_lakehouse.core.config import load_settings
 
     return str(load_settings(env).databricks["profile"])
 
@@ -75,8 +75,8 @@ def test_no_secret_in_the_message(bare_env, tmp_path):
 
 
 def test_connect_raises_credentials_error(bare_env, monkeypatch):
-    from retail_lakehouse.errors import ConfigError, CredentialsError
-    from retail_lakehouse.workspace import connect
+    from retail_lakehouse.core.errors import ConfigError, CredentialsError
+    from retail_lakehouse.databricks.workspace import connect
 
     for key in [k for k in os.environ if k.startswith("DATABRICKS_")]:
         monkeypatch.delenv(key)
@@ -91,8 +91,8 @@ def test_connect_raises_credentials_error(bare_env, monkeypatch):
 
 def test_a_missing_profile_is_named(bare_env, monkeypatch):
     """A ~/.databrickscfg without the environment's profile: the SDK's reason is in the message."""
-    from retail_lakehouse.errors import CredentialsError
-    from retail_lakehouse.workspace import connect
+    from retail_lakehouse.core.errors import CredentialsError
+    from retail_lakehouse.databricks.workspace import connect
 
     for key in [k for k in os.environ if k.startswith("DATABRICKS_")]:
         monkeypatch.delenv(key)

@@ -39,7 +39,7 @@ def ws(tmp_path_factory, root):
     mp.setenv("LAKEHOUSE_HOME", str(tmp_path_factory.mktemp("lakehouse")))
     mp.setenv("LAKEHOUSE_ENV", "local")
     mp.setenv("LAKEHOUSE_BUNDLE", str(root / "databricks.yml"))  # the default of deploy()/plan()
-    from retail_lakehouse import local_workspace
+    from retail_lakehouse import local as local_workspace
 
     workspace = local_workspace.start(bundle_path=FIXTURE_BUNDLE)
     yield workspace
@@ -49,7 +49,7 @@ def ws(tmp_path_factory, root):
 
 @pytest.fixture(scope="module")
 def w(ws):
-    from retail_lakehouse.workspace import connect
+    from retail_lakehouse.databricks.workspace import connect
 
     return connect("local")
 
@@ -71,7 +71,7 @@ def snapshot(w) -> dict:
 
 @pytest.fixture(scope="module")
 def dry(w):
-    from retail_lakehouse.deploy import deploy
+    from retail_lakehouse.databricks.deploy import deploy
 
     before = snapshot(w)
     lines: list[str] = []
@@ -81,14 +81,14 @@ def dry(w):
 
 @pytest.fixture(scope="module")
 def first(w, dry):
-    from retail_lakehouse.deploy import deploy
+    from retail_lakehouse.databricks.deploy import deploy
 
     return deploy("local", echo=lambda _line: None)
 
 
 @pytest.fixture(scope="module")
 def second(w, first):
-    from retail_lakehouse.deploy import deploy
+    from retail_lakehouse.databricks.deploy import deploy
 
     before = snapshot(w)
     result = deploy("local", echo=lambda _line: None)
@@ -117,8 +117,8 @@ def test_dry_run_lists_uploads_and_creates_and_changes_nothing(dry):
     assert len(notebooks) == len(source_notebooks(p.bundle.root))
     assert all(not f.workspace_path.endswith(".ipynb") for f in notebooks)
     library = {f.workspace_path for f in p.files if f.kind == "file"}
-    assert f"{DEPLOY_ROOT}/files/lib/retail_lakehouse/bundle.py" in library
-    assert f"{DEPLOY_ROOT}/files/lib/retail_lakehouse/schema_definitions.yaml" in library
+    assert f"{DEPLOY_ROOT}/files/lib/retail_lakehouse/databricks/bundle.py" in library
+    assert f"{DEPLOY_ROOT}/files/lib/retail_lakehouse/core/schema_definitions.yaml" in library
     assert not any("__pycache__" in path for path in library)
     assert "CREATE     job       retail_daily" in out
     assert f"UPLOAD     notebook  {DEPLOY_ROOT}/files/pipeline_notebooks/quality/run_quality_checks" in out
@@ -135,7 +135,7 @@ def test_first_deploy_creates_jobs_and_uploads_notebooks(w, root, first):
     for nb in source_notebooks(root):
         rel = nb.relative_to(root).with_suffix("").as_posix()
         assert w.workspace.get_status(f"{DEPLOY_ROOT}/files/{rel}").object_type == ObjectType.NOTEBOOK
-    status = w.workspace.get_status(f"{DEPLOY_ROOT}/files/lib/retail_lakehouse/deploy.py")
+    status = w.workspace.get_status(f"{DEPLOY_ROOT}/files/lib/retail_lakehouse/databricks/deploy.py")
     assert status.object_type == ObjectType.FILE
     src = root / "pipeline_notebooks/ingestion/batch/ingest_orders.ipynb"
     exported = w.workspace.export(f"{DEPLOY_ROOT}/files/pipeline_notebooks/ingestion/batch/ingest_orders")
@@ -182,7 +182,7 @@ def test_second_deploy_changes_nothing(second, first):
 
 
 def test_changed_notebook_is_the_only_update(w, root, first, bundle_copy):
-    from retail_lakehouse.deploy import apply, plan
+    from retail_lakehouse.databricks.deploy import apply, plan
 
     nb = bundle_copy / "pipeline_notebooks/quality/run_quality_checks.ipynb"
     doc = json.loads(nb.read_text())
@@ -204,7 +204,7 @@ def test_changed_notebook_is_the_only_update(w, root, first, bundle_copy):
 
 
 def test_changed_base_parameters_update_only_that_job(w, root, first, bundle_copy):
-    from retail_lakehouse.deploy import apply, plan
+    from retail_lakehouse.databricks.deploy import apply, plan
 
     yml = bundle_copy / "databricks.yml"
     text = yml.read_text()
@@ -230,7 +230,7 @@ def test_changed_base_parameters_update_only_that_job(w, root, first, bundle_cop
 def test_file_gone_from_the_sources_is_deleted(w, root, bundle_copy):
     from databricks.sdk.errors import NotFound
 
-    from retail_lakehouse.deploy import apply, plan
+    from retail_lakehouse.databricks.deploy import apply, plan
 
     (bundle_copy / "params" / "qa.yaml").unlink()
     p = plan(w, "local", bundle_path=bundle_copy / "databricks.yml")
@@ -248,7 +248,7 @@ def test_file_gone_from_the_sources_is_deleted(w, root, bundle_copy):
 def test_notebook_edited_in_the_workspace_is_restored(w, root, second):
     from databricks.sdk.service.workspace import ImportFormat
 
-    from retail_lakehouse.deploy import apply, plan
+    from retail_lakehouse.databricks.deploy import apply, plan
 
     wpath = f"{DEPLOY_ROOT}/files/pipeline_notebooks/ingestion/batch/ingest_stores"
     edited = json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}).encode()
@@ -265,7 +265,7 @@ def test_notebook_edited_in_the_workspace_is_restored(w, root, second):
 
 
 def test_target_root_path_is_used(w, bundle_copy):
-    from retail_lakehouse.deploy import plan
+    from retail_lakehouse.databricks.deploy import plan
 
     yml = bundle_copy / "databricks.yml"
     text = yml.read_text().replace(
@@ -288,8 +288,8 @@ def test_target_root_path_is_used(w, bundle_copy):
 
 
 def test_qa_and_prod_need_yes(ws, capsys):
-    from retail_lakehouse.deploy import deploy, run_cli
-    from retail_lakehouse.errors import ConfirmationRequired
+    from retail_lakehouse.core.errors import ConfirmationRequired
+    from retail_lakehouse.databricks.deploy import deploy, run_cli
 
     for env in ("qa", "prod"):
         with pytest.raises(ConfirmationRequired, match="--yes"):
@@ -299,7 +299,7 @@ def test_qa_and_prod_need_yes(ws, capsys):
 
 
 def test_run_cli_exit_codes(w, second, capsys):
-    from retail_lakehouse.deploy import run_cli
+    from retail_lakehouse.databricks.deploy import run_cli
 
     assert run_cli("local", dry_run=True, yes=False) == 0
     out = capsys.readouterr().out
@@ -312,7 +312,7 @@ def ws_token(w) -> str:
 
 
 def test_settings_diff_ignores_server_defaults():
-    from retail_lakehouse.deploy import _diff
+    from retail_lakehouse.databricks.deploy import _diff
 
     want = {
         "name": "j",

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from retail_lakehouse import engine, writes
-from retail_lakehouse.errors import (
+from retail_lakehouse import engine
+from retail_lakehouse.core.errors import (
     RetentionTooShortError,
     SqlError,
     TableNotFoundError,
     UnsupportedLocallyError,
     VersionNotFoundError,
 )
+from retail_lakehouse.engine import writes
 
 T = "retail_datalake.local_gold.engine_demo"
 
@@ -164,7 +165,7 @@ def test_change_data_feed_refused_and_table_stays_writable(cdf_table, statement,
     with pytest.raises(UnsupportedLocallyError, match="Change Data Feed is a Databricks-only feature") as info:
         engine.sql(statement, args)
     message = str(info.value)
-    assert "retail_lakehouse.watermarks" in message and "last_processed_timestamp" in message
+    assert "retail_lakehouse.engine.watermarks" in message and "last_processed_timestamp" in message
     assert "On Databricks targets the tables get the property" in message
     assert _state(cdf_table) == before  # properties and version unchanged
     engine.sql(f"INSERT INTO {cdf_table} VALUES (3, 'c')")
@@ -198,7 +199,7 @@ def test_change_data_feed_refused_on_create_and_as_session_default(lakehouse_hom
 def test_table_changes_refused_clearly(cdf_table):
     with pytest.raises(UnsupportedLocallyError, match="table_changes") as info:
         engine.sql(f"SELECT * FROM table_changes('{cdf_table}', 0)")
-    assert "unknown" not in str(info.value) and "retail_lakehouse.watermarks" in str(info.value)
+    assert "unknown" not in str(info.value) and "retail_lakehouse.engine.watermarks" in str(info.value)
 
 
 def test_table_with_change_data_feed_on_in_its_log_says_how_to_recover(cdf_table):
@@ -245,7 +246,7 @@ def test_cache_unknown_table_and_cache_as_query():
 _FAILING = """
 import logging.config
 from retail_lakehouse import engine
-from retail_lakehouse.errors import SqlError
+from retail_lakehouse.core.errors import SqlError
 
 engine.get_spark()
 # ipykernel (traitlets) configures logging like this, which re-enables pyspark's connect logger.

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def home(isolated_home):
     from retail_lakehouse import engine
-    from retail_lakehouse.config import load_settings
+    from retail_lakehouse.core.config import load_settings
 
     engine.start_local_server(load_settings("local"))  # exports SPARK_REMOTE, as the runner does
     return isolated_home
@@ -52,14 +52,14 @@ def alive(pid: int) -> bool:
 
 
 PROBE = "import os, sys, json; print(json.dumps({'pid': os.getpid(), 'ppid': os.getppid(), 'cwd': os.getcwd(), "
-PROBE += "'preloaded': 'pandas' in sys.modules and 'retail_lakehouse.gold' in sys.modules}))"
+PROBE += "'preloaded': 'pandas' in sys.modules and 'retail_lakehouse.pipeline.gold' in sys.modules}))"
 
 
 def warm_spec_probe(cwd: Path) -> dict:
     """PROBE's answer from a kernel started by the `lakehouse-warm` spec in `cwd`."""
     from jupyter_client.manager import KernelManager
 
-    from retail_lakehouse.kernels import WARM_SPEC
+    from retail_lakehouse.jobs.kernels import WARM_SPEC
 
     km = KernelManager(kernel_name=WARM_SPEC)
     km.start_kernel(cwd=str(cwd))
@@ -70,7 +70,7 @@ def warm_spec_probe(cwd: Path) -> dict:
 
 
 def test_each_notebook_gets_its_own_forked_warm_kernel(home, tmp_path):
-    from retail_lakehouse.kernels import KernelPool
+    from retail_lakehouse.jobs.kernels import KernelPool
 
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
     a_dir.mkdir(), b_dir.mkdir()
@@ -99,7 +99,7 @@ def test_tables_created_or_deleted_after_the_warm_up(home):
     import shutil
 
     from retail_lakehouse import engine
-    from retail_lakehouse.kernels import KernelPool
+    from retail_lakehouse.jobs.kernels import KernelPool
 
     engine.sql("CREATE TABLE retail_datalake.local_gold.gone_later (id INT) USING delta")
     with KernelPool(size=1, budget=1) as pool:
@@ -121,7 +121,7 @@ def test_tables_created_or_deleted_after_the_warm_up(home):
 
 
 def test_cold_kernels_without_the_fork_server(home, monkeypatch, tmp_path):
-    from retail_lakehouse.kernels import KernelPool
+    from retail_lakehouse.jobs.kernels import KernelPool
 
     monkeypatch.setenv("LAKEHOUSE_FORK_KERNELS", "0")
     with KernelPool(size=1, budget=1) as pool:
@@ -134,12 +134,12 @@ def test_cold_kernels_without_the_fork_server(home, monkeypatch, tmp_path):
 
 
 def test_kernels_exit_when_the_runner_dies_and_the_fork_server_stays(home, tmp_path):
-    from retail_lakehouse import _zygote
+    from retail_lakehouse.jobs import _zygote
 
     script = tmp_path / "runner.py"
     script.write_text(
         "import json, os, sys\n"
-        "from retail_lakehouse.kernels import KernelPool\n"
+        "from retail_lakehouse.jobs.kernels import KernelPool\n"
         "pool = KernelPool(size=1, budget=3).__enter__()\n"
         "km = pool.acquire(os.getcwd())\n"
         "print(json.dumps({'kernel': km.provisioner.pid}), flush=True)\n"
@@ -158,10 +158,10 @@ def test_kernels_exit_when_the_runner_dies_and_the_fork_server_stays(home, tmp_p
 
 
 def test_the_fork_server_is_shared_between_processes_and_private(home, tmp_path):
-    from retail_lakehouse import _zygote
+    from retail_lakehouse.jobs import _zygote
 
     code = ("import json, os\n"
-            "from retail_lakehouse.kernels import KernelPool\n"
+            "from retail_lakehouse.jobs.kernels import KernelPool\n"
             "with KernelPool(size=1, budget=1) as pool:\n"
             "    km = pool.acquire(os.getcwd())\n"
             "    kc = km.client(); kc.start_channels(); kc.wait_for_ready(timeout=60)\n"
@@ -186,7 +186,7 @@ def test_the_lakehouse_warm_kernel_spec_forks(home, tmp_path):
 
 
 def test_a_server_of_older_library_code_is_replaced(home, monkeypatch, tmp_path):
-    from retail_lakehouse import _zygote
+    from retail_lakehouse.jobs import _zygote
 
     python = sys.executable
     _zygote.spawn(python, ["--version"], "/", {})  # the child prints a version and exits; the server stays
@@ -210,7 +210,7 @@ def test_a_server_of_older_library_code_is_replaced(home, monkeypatch, tmp_path)
 def test_a_shared_folder_is_refused_and_kernels_launch_plainly(home, monkeypatch, tmp_path):
     import tempfile
 
-    from retail_lakehouse import _zygote
+    from retail_lakehouse.jobs import _zygote
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     (tmp_path / f"lakehouse-kernels-{os.getuid()}").mkdir(mode=0o777)
@@ -222,7 +222,7 @@ def test_a_shared_folder_is_refused_and_kernels_launch_plainly(home, monkeypatch
 
 
 def test_lakehouse_kernels_status_and_stop(home, tmp_path):
-    from retail_lakehouse import _zygote
+    from retail_lakehouse.jobs import _zygote
 
     lakehouse = [sys.executable, "-m", "retail_lakehouse.cli"]
     _zygote.spawn(sys.executable, ["--version"], "/", {})
@@ -245,7 +245,7 @@ def test_lakehouse_kernels_status_and_stop(home, tmp_path):
 # module" (issue 12). Each case runs in a new interpreter: in this process it is imported already.
 _COLD = """
 import sys, json
-from retail_lakehouse.kernels import NOTEBOOK_MACHINERY, KernelPool
+from retail_lakehouse.jobs.kernels import NOTEBOOK_MACHINERY, KernelPool
 already = [m for m in NOTEBOOK_MACHINERY if m in sys.modules]
 pool = KernelPool(size=1, budget=1)
 missing = [m for m in NOTEBOOK_MACHINERY if m not in sys.modules]

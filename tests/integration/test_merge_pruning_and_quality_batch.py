@@ -9,8 +9,10 @@ from decimal import Decimal
 
 import pytest
 
-from retail_lakehouse import engine, quality, writes
-from retail_lakehouse.tables import TableDef
+from retail_lakehouse import engine
+from retail_lakehouse.core.tables import TableDef
+from retail_lakehouse.engine import writes
+from retail_lakehouse.pipeline import quality, quality_model, quality_rules
 
 pytestmark = pytest.mark.usefixtures("isolated_home")
 
@@ -280,8 +282,8 @@ EXPECTED = {
 }
 
 
-def _specs(checks: list[dict]) -> list[quality.CheckSpec]:
-    return quality.parse_rule_sets([("test", {"table": "silver.orders", "checks": checks})])["silver.orders"]
+def _specs(checks: list[dict]) -> list[quality_model.CheckSpec]:
+    return quality_rules.parse_rule_sets([("test", {"table": "silver.orders", "checks": checks})])["silver.orders"]
 
 
 @pytest.fixture
@@ -306,8 +308,8 @@ def frames(spark):
     return {"silver.orders": orders, "silver.customers": customers, "bronze.orders": bronze}
 
 
-def _ctx(frames, business_date=None) -> quality.CheckContext:
-    return quality.CheckContext(
+def _ctx(frames, business_date=None) -> quality_model.CheckContext:
+    return quality_model.CheckContext(
         table="silver.orders",
         df=frames["silver.orders"],
         run_id="r1",
@@ -321,7 +323,7 @@ def _ctx(frames, business_date=None) -> quality.CheckContext:
 def calls(monkeypatch):
     """Counts of `quality.evaluate` calls (a check run alone) and of queries, by check name."""
     counts: dict[str, list[str]] = {"evaluate": [], "query": []}
-    evaluate, query = quality.evaluate, quality.Scope.query
+    evaluate, query = quality.evaluate, quality_model.Scope.query
 
     def counting_evaluate(spec, ctx):
         counts["evaluate"].append(spec.name)
@@ -332,7 +334,7 @@ def calls(monkeypatch):
         return query(self, aggregates)
 
     monkeypatch.setattr(quality, "evaluate", counting_evaluate)
-    monkeypatch.setattr(quality.Scope, "query", counting_query)
+    monkeypatch.setattr(quality_model.Scope, "query", counting_query)
     return counts
 
 
@@ -389,7 +391,7 @@ def test_a_broken_check_does_not_hide_the_others(frames, calls, caplog, broken, 
     specs = _specs([*CHECKS[:4], broken, *CHECKS[4:]])
     good = {r.check_name: r for r in quality.evaluate_table(_specs(CHECKS), _ctx(frames, "2024-01-10"))}
     calls["evaluate"].clear()
-    with caplog.at_level(logging.DEBUG, logger="retail_lakehouse.quality"):
+    with caplog.at_level(logging.DEBUG, logger="retail_lakehouse.pipeline.quality"):
         results = quality.evaluate_table(specs, _ctx(frames, "2024-01-10"))
     # The shared query failed: every check ran alone, in order.
     assert calls["evaluate"] == [s.name for s in specs]

@@ -11,7 +11,7 @@ import sqlite3
 import pytest
 
 from retail_lakehouse import engine
-from retail_lakehouse.runner import run_job
+from retail_lakehouse.jobs.runner import run_job
 from tests.conftest import generate_sources
 
 DATA_TABLES = [

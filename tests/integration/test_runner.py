@@ -9,8 +9,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from retail_lakehouse.bundle import load_bundle
-from retail_lakehouse.errors import ConfigError, JobFailedError, JobNotFoundError, ParameterError
+from retail_lakehouse.core.errors import ConfigError, JobFailedError, JobNotFoundError, ParameterError
+from retail_lakehouse.databricks.bundle import load_bundle
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 BUNDLE = FIXTURES / "databricks_test.yml"
@@ -47,7 +47,7 @@ def injected(notebook: str) -> str:
 
 
 def test_dependency_order_parallelism_and_records(home, bundle):
-    from retail_lakehouse.runner import load_run, run_job
+    from retail_lakehouse.jobs.runner import load_run, run_job
 
     run = run_job("Parallel job", bundle=bundle, max_parallel=2, run_id="20260101T000000-aaaaaa")
 
@@ -75,7 +75,7 @@ def test_dependency_order_parallelism_and_records(home, bundle):
 
 def test_job_parameters_override_base_parameters(home, bundle):
     from retail_lakehouse import engine
-    from retail_lakehouse.runner import run_job
+    from retail_lakehouse.jobs.runner import run_job
 
     remote = engine.start_local_server()
     run = run_job("params_job", {"x": 9, "expect_remote": remote}, bundle=bundle)
@@ -98,7 +98,7 @@ def test_parameter_defaults_come_from_target_variables(bundle):
 
 
 def test_unknown_parameter_is_refused_before_running(home, bundle):
-    from retail_lakehouse.runner import run_job
+    from retail_lakehouse.jobs.runner import run_job
 
     with pytest.raises(ParameterError) as err:
         run_job("params_job", {"y": "1"}, bundle=bundle, run_id="never-ran")
@@ -107,7 +107,7 @@ def test_unknown_parameter_is_refused_before_running(home, bundle):
 
 
 def test_unknown_job_lists_the_jobs(bundle):
-    from retail_lakehouse.runner import run_job
+    from retail_lakehouse.jobs.runner import run_job
 
     with pytest.raises(JobNotFoundError) as err:
         run_job("nope", bundle=bundle)
@@ -116,7 +116,7 @@ def test_unknown_job_lists_the_jobs(bundle):
 
 
 def test_flaky_task_succeeds_on_third_attempt_with_doubling_backoff(home, bundle, tmp_path):
-    from retail_lakehouse.runner import run_job
+    from retail_lakehouse.jobs.runner import run_job
 
     marker = tmp_path / "attempts.txt"
     run = run_job("retry_job", {"marker_path": str(marker)}, bundle=bundle)  # min_retry_interval_millis: 200
@@ -148,7 +148,7 @@ def test_flaky_task_succeeds_on_third_attempt_with_doubling_backoff(home, bundle
 
 
 def test_failing_task_fails_the_job_and_skips_downstream(home, bundle):
-    from retail_lakehouse.runner import run_job
+    from retail_lakehouse.jobs.runner import run_job
 
     run = run_job("fail_job", bundle=bundle, retry_backoff_seconds=0.05)
 
@@ -181,7 +181,7 @@ def test_failing_task_fails_the_job_and_skips_downstream(home, bundle):
 
 
 def test_chained_job_runs_the_other_job(home, bundle):
-    from retail_lakehouse.runner import load_run, run_job
+    from retail_lakehouse.jobs.runner import load_run, run_job
 
     run = run_job("chain_job", bundle=bundle)
 
@@ -198,7 +198,7 @@ def test_chained_job_runs_the_other_job(home, bundle):
 def test_canceled_run_runs_nothing(home, bundle):
     import threading
 
-    from retail_lakehouse.runner import run_job
+    from retail_lakehouse.jobs.runner import run_job
 
     cancel = threading.Event()
     cancel.set()

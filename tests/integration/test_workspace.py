@@ -37,7 +37,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def ws(isolated_home):
     """A local workspace on a fresh LAKEHOUSE_HOME, serving the test bundle, with 4-row chunks."""
-    from retail_lakehouse import local_workspace
+    from retail_lakehouse import local as local_workspace
 
     workspace = local_workspace.start(bundle_path=BUNDLE, chunk_rows=4)
     yield workspace
@@ -46,7 +46,7 @@ def ws(isolated_home):
 
 @pytest.fixture(scope="module")
 def w(ws):
-    from retail_lakehouse.workspace import connect
+    from retail_lakehouse.databricks.workspace import connect
 
     return connect("local")
 
@@ -107,7 +107,7 @@ def test_statement_sync_types_and_values(w):
 
 
 def test_run_sql_types_the_frame(w):
-    from retail_lakehouse.workspace import run_sql
+    from retail_lakehouse.databricks.workspace import run_sql
 
     df = run_sql(
         w,
@@ -147,8 +147,8 @@ def test_named_parameters(w):
 
 
 def test_failing_statement_reports_the_sql_error(w):
-    from retail_lakehouse.errors import SqlError
-    from retail_lakehouse.workspace import run_sql
+    from retail_lakehouse.core.errors import SqlError
+    from retail_lakehouse.databricks.workspace import run_sql
 
     r = w.statement_execution.execute_statement("SELECT * FROM no_such_table_anywhere", WH, wait_timeout="30s")
     assert r.status.state == StatementState.FAILED
@@ -201,7 +201,7 @@ def test_multi_chunk_result(w):
 
 
 def test_query_history(w):
-    from retail_lakehouse.workspace import query_history
+    from retail_lakehouse.databricks.workspace import query_history
 
     w.statement_execution.execute_statement("SELECT 'history marker' AS m", WH, wait_timeout="30s")
     w.statement_execution.execute_statement("SELECT * FROM missing_for_history", WH, wait_timeout="30s")
@@ -222,7 +222,7 @@ def test_query_history(w):
 
 
 def test_wrong_token_is_permission_denied(ws):
-    from retail_lakehouse.workspace import _local_client
+    from retail_lakehouse.databricks.workspace import _local_client
 
     with pytest.raises(PermissionDenied):
         list(_local_client(ws.host, "dapi-wrong").warehouses.list())
@@ -377,7 +377,7 @@ def test_submit_and_cancel(w):
 
 
 def test_run_job_helper_and_get_run(w):
-    from retail_lakehouse.workspace import get_run, run_job
+    from retail_lakehouse.databricks.workspace import get_run, run_job
 
     run = run_job(w, "Params job", {"x": 4}, progress=True, poll_seconds=0.3)
     assert run.state.result_state.value == "SUCCESS"
@@ -390,7 +390,7 @@ def test_run_job_helper_and_get_run(w):
 
 
 def test_clusters_and_events_of_a_run(w, parallel_run):
-    from retail_lakehouse.workspace import cluster_events
+    from retail_lakehouse.databricks.workspace import cluster_events
 
     cluster_id = parallel_run.tasks[0].cluster_instance.cluster_id
     assert cluster_id in [c.cluster_id for c in w.clusters.list()]
@@ -447,7 +447,7 @@ def test_workspace_files_round_trip(w):
 
 
 def test_system_tables_from_local_runs(w, parallel_run):
-    from retail_lakehouse.workspace import billing_usage, run_sql
+    from retail_lakehouse.databricks.workspace import billing_usage, run_sql
 
     usage = run_sql(
         w,
@@ -483,7 +483,7 @@ def test_system_tables_from_local_runs(w, parallel_run):
 
 
 def test_system_table_names_inside_strings_are_left_alone():
-    from retail_lakehouse.local_workspace._system_tables import mentions, rewrite
+    from retail_lakehouse.local._system_tables import mentions, rewrite
 
     text = "SELECT 'system.billing.usage' AS s, * FROM `system`.billing.usage"
     out = rewrite(text, env="local")

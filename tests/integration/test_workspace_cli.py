@@ -12,8 +12,8 @@ pytestmark = pytest.mark.slow
 
 def test_start_status_stop_standalone(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LAKEHOUSE_HOME", str(tmp_path))
-    from retail_lakehouse.local_workspace import cli
-    from retail_lakehouse.workspace import _local_client
+    from retail_lakehouse.databricks.workspace import _local_client
+    from retail_lakehouse.local import cli
 
     assert cli.cmd_status() == 1
     try:

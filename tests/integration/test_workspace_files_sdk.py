@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def ws(isolated_home):
     """A local workspace on a fresh LAKEHOUSE_HOME, serving the test bundle."""
-    from retail_lakehouse import local_workspace
+    from retail_lakehouse import local as local_workspace
 
     workspace = local_workspace.start(bundle_path=BUNDLE)
     yield workspace
@@ -40,7 +40,7 @@ def ws(isolated_home):
 
 @pytest.fixture(scope="module")
 def w(ws):
-    from retail_lakehouse.workspace import _local_client
+    from retail_lakehouse.databricks.workspace import _local_client
 
     client = _local_client(ws.host, ws.token)
     client.workspace.mkdirs(ROOT)

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def ws():
     """A local workspace whose INLINE chunks hold 4 rows and external-link chunks 3."""
-    from retail_lakehouse import local_workspace
+    from retail_lakehouse import local as local_workspace
 
     workspace = local_workspace.start(chunk_rows=4, link_chunk_rows=3)
     yield workspace
@@ -44,7 +44,7 @@ def ws():
 
 @pytest.fixture(scope="module")
 def w(ws):
-    from retail_lakehouse.workspace import connect
+    from retail_lakehouse.databricks.workspace import connect
 
     return connect("local")
 
@@ -150,7 +150,7 @@ def test_links_take_no_bearer_token(ws, w):
 
 
 def test_run_sql_asks_again_for_an_expired_link(ws, w):
-    from retail_lakehouse.statements import _download_chunks
+    from retail_lakehouse.databricks.statements import _download_chunks
 
     ws.statements.links.ttl_seconds = 1
     try:
@@ -187,7 +187,7 @@ def test_inline_results_over_25_mib_fail_as_on_databricks(w):
 
 
 def test_run_sql_gives_the_same_frame_both_ways(w):
-    from retail_lakehouse.workspace import run_sql
+    from retail_lakehouse.databricks.workspace import run_sql
 
     inline = run_sql(w, NULLS_SQL, disposition="INLINE")
     links = run_sql(w, NULLS_SQL, disposition="EXTERNAL_LINKS")
@@ -207,7 +207,7 @@ def test_run_sql_gives_the_same_frame_both_ways(w):
 
 
 def test_run_sql_chooses_links_for_unbounded_queries():
-    from retail_lakehouse.statements import _wants_links
+    from retail_lakehouse.databricks.statements import _wants_links
 
     assert _wants_links("SELECT * FROM retail.gold.fact_sales")
     assert _wants_links("-- big\n/* all */ WITH x AS (SELECT 1) SELECT * FROM t")
@@ -217,8 +217,8 @@ def test_run_sql_chooses_links_for_unbounded_queries():
 
 
 def test_run_sql_refuses_an_unknown_disposition(w):
-    from retail_lakehouse.errors import ParameterError
-    from retail_lakehouse.workspace import run_sql
+    from retail_lakehouse.core.errors import ParameterError
+    from retail_lakehouse.databricks.workspace import run_sql
 
     with pytest.raises(ParameterError, match="disposition"):
         run_sql(w, "SELECT 1", disposition="STREAM")  # type: ignore[arg-type]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
-from retail_lakehouse import engine, writes
-from retail_lakehouse.errors import SchemaMismatchError, SqlError
+from retail_lakehouse import engine
+from retail_lakehouse.core.errors import SchemaMismatchError, SqlError
+from retail_lakehouse.engine import writes
 
 TABLE = "monitoring.ops_audit"
 

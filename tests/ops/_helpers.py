@@ -30,8 +30,8 @@ def notebook_text(path: Path) -> str:
 
 
 def audit_rows(notebook: str):
+    from retail_lakehouse.databricks.workspace import connect
     from retail_lakehouse.ops._delta import sql
-    from retail_lakehouse.workspace import connect
 
     w = connect("local")
     return sql(w, "SELECT * FROM retail_datalake.local_monitoring.ops_audit WHERE notebook = :n ORDER BY started_at",

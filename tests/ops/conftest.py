@@ -15,7 +15,7 @@ from tests.conftest import generate_sources
 def demo_lakehouse() -> Path:
     """The demo lakehouse (shared by the ops tests: each drill must leave it healthy)."""
     from retail_lakehouse import engine
-    from retail_lakehouse.runner import run_job
+    from retail_lakehouse.jobs.runner import run_job
 
     home = Path(tempfile.mkdtemp(prefix="lakehouse-ops-"))
     engine.stop_local_server()

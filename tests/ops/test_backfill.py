@@ -7,9 +7,9 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from retail_lakehouse.errors import ConfirmationRequired, ParameterError
+from retail_lakehouse.core.errors import ConfirmationRequired, ParameterError
+from retail_lakehouse.core.tables import registry
 from retail_lakehouse.ops import backfill
-from retail_lakehouse.tables import registry
 from tests.ops._helpers import audit_rows, run_notebook
 
 ORDERS = registry().get("silver.orders")
@@ -61,8 +61,8 @@ def test_prod_needs_confirm_before_any_call():
 
 
 def test_missing_day_backfilled(demo_lakehouse, tmp_path):
-    from retail_lakehouse import drills
-    from retail_lakehouse.drills import _local
+    from retail_lakehouse.sandbox import drills
+    from retail_lakehouse.sandbox.drills import _local
 
     result = drills.run("missing_day")
     day = result.facts["day"]
@@ -83,8 +83,9 @@ def test_missing_day_backfilled(demo_lakehouse, tmp_path):
 
 def test_missing_day_in_bronze_reingested_from_source(demo_lakehouse, tmp_path):
     """The day is missing from bronze too: the ingestion job re-reads it from the OLTP database first."""
-    from retail_lakehouse import drills, engine
-    from retail_lakehouse.drills import _local
+    from retail_lakehouse import engine
+    from retail_lakehouse.sandbox import drills
+    from retail_lakehouse.sandbox.drills import _local
 
     result = drills.run("missing_day")
     day = result.facts["day"]
@@ -112,9 +113,10 @@ def test_pos_landing_files_of_a_day_reingested(demo_lakehouse):
     """POS backfill: bronze rows from a day's landing files replaced by those files, read again."""
     import json
 
-    from retail_lakehouse import engine, ingest
-    from retail_lakehouse.config import load_settings
-    from retail_lakehouse.drills import _local
+    from retail_lakehouse import engine
+    from retail_lakehouse.core.config import load_settings
+    from retail_lakehouse.pipeline import ingest
+    from retail_lakehouse.sandbox.drills import _local
 
     settings = load_settings("local")
     landing = settings.local_path("landing")

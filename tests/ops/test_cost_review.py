@@ -45,7 +45,7 @@ def test_recommendations_with_savings():
 
 
 def test_cost_spike_shown(demo_lakehouse, tmp_path):
-    from retail_lakehouse import drills
+    from retail_lakehouse.sandbox import drills
 
     result = drills.run("cost_spike")
     with pytest.raises(Exception, match="before the start"):

@@ -40,9 +40,9 @@ def test_declared_slas_name_registered_tables():
 
 
 def test_stale_source_flagged(demo_lakehouse, tmp_path):
-    from retail_lakehouse import drills
+    from retail_lakehouse.databricks.workspace import connect
     from retail_lakehouse.ops._delta import sql
-    from retail_lakehouse.workspace import connect
+    from retail_lakehouse.sandbox import drills
 
     text = run_notebook("data_freshness", tmp_path, env="local")
     assert "FRESH: all" in text  # the pipeline just ran: healthy before the incident

@@ -49,7 +49,7 @@ def test_cluster_settings_from_run():
 
 
 def test_oom_drill_diagnosed(demo_lakehouse, tmp_path):
-    from retail_lakehouse import drills
+    from retail_lakehouse.sandbox import drills
 
     result = drills.run("oom")
     assert result.facts["result_state"] == "FAILED"

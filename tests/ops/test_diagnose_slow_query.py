@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from retail_lakehouse.errors import ParameterError
+from retail_lakehouse.core.errors import ParameterError
 from retail_lakehouse.ops import diagnose_slow_query as dsq
 from tests.ops._helpers import audit_rows, run_notebook
 
@@ -51,8 +51,8 @@ def test_query_id_is_checked():
 
 
 def test_small_files_slow_query_drill_diagnosed(demo_lakehouse, tmp_path):
-    from retail_lakehouse import drills
-    from retail_lakehouse.drills import _local
+    from retail_lakehouse.sandbox import drills
+    from retail_lakehouse.sandbox.drills import _local
 
     result = drills.run("small_files_slow_query")
     assert result.facts["files"] >= 100
@@ -62,7 +62,7 @@ def test_small_files_slow_query_drill_diagnosed(demo_lakehouse, tmp_path):
     assert "DIAGNOSIS (small_files)" in text
     assert "DRY_RUN" in set(audit_rows("diagnose_slow_query")["outcome"])
     # From a query id of the warehouse's query history (the history lives in the workspace the drill used).
-    from retail_lakehouse.workspace import connect
+    from retail_lakehouse.databricks.workspace import connect
 
     w = connect("local")
     tdef, queries = dsq.resolve_target(w, "", result.facts["query_ids"][0], env="local")
@@ -72,7 +72,7 @@ def test_small_files_slow_query_drill_diagnosed(demo_lakehouse, tmp_path):
     assert d.cause == "small_files" and d.filters.get("customer_id", 0) >= 1
     assert "ZORDER BY (customer_id)" in d.recommendations["recommendation"].iloc[0]
     # Leave the lakehouse healthy for the other tests: compact what the drill scattered.
-    from retail_lakehouse.workspace import connect, run_sql
+    from retail_lakehouse.databricks.workspace import connect, run_sql
 
     run_sql(connect("local"), f"OPTIMIZE {_local.full('silver.orders')}")
     assert _local.count("silver.orders") == result.facts["rows"]
@@ -87,7 +87,7 @@ def test_query_id_served_by_another_process(demo_lakehouse, tmp_path):
     from tests.ops._helpers import ROOT
 
     code = (
-        "from retail_lakehouse.workspace import connect\n"
+        "from retail_lakehouse.databricks.workspace import connect\n"
         "w = connect('local')\n"
         "r = w.statement_execution.execute_statement("
         "'SELECT order_id, total_amount FROM retail_datalake.local_silver.orders WHERE customer_id = 7', "

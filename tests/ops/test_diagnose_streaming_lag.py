@@ -52,7 +52,7 @@ def test_checkpoint_health():
 
 
 def test_stream_lag_drill_diagnosed(demo_lakehouse, tmp_path):
-    from retail_lakehouse import drills
+    from retail_lakehouse.sandbox import drills
 
     result = drills.run("stream_lag")
     with pytest.raises(Exception, match="stream"):

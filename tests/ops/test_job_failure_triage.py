@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from retail_lakehouse.errors import ParameterError
+from retail_lakehouse.core.errors import ParameterError
 from retail_lakehouse.ops import job_failure_triage as jft
 from tests.ops._helpers import ROOT, audit_rows, run_notebook
 
@@ -47,8 +47,8 @@ def test_target():
 
 
 def test_failed_job_triaged_and_repaired(demo_lakehouse, tmp_path):
-    from retail_lakehouse import drills
-    from retail_lakehouse.workspace import connect
+    from retail_lakehouse.databricks.workspace import connect
+    from retail_lakehouse.sandbox import drills
 
     result = drills.run("failed_job")
     assert result.facts["state"] == "FAILED" and result.facts["failed_tasks"]
@@ -122,7 +122,7 @@ def test_log_facts_reads_structured_and_plain_logs():
 
 
 def test_airflow_api_comes_from_the_environment_and_never_holds_a_secret_in_params(monkeypatch, tmp_path):
-    from retail_lakehouse.errors import ConfigError
+    from retail_lakehouse.core.errors import ConfigError
     from retail_lakehouse.ops.airflow_triage import AirflowApi
 
     for var in ("AIRFLOW_API_URL", "AIRFLOW_API_USERNAME", "AIRFLOW_API_PASSWORD", "AIRFLOW_API_TOKEN"):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from retail_lakehouse.errors import ParameterError
+from retail_lakehouse.core.errors import ParameterError
+from retail_lakehouse.core.tables import registry
 from retail_lakehouse.ops import optimize
-from retail_lakehouse.tables import registry
 from tests.ops._helpers import audit_rows, run_notebook
 
 FACT = registry().get("gold.fact_sales")
@@ -35,7 +35,7 @@ def test_zorder_and_retention_guards():
 
 
 def test_prod_needs_confirm_before_any_call():
-    from retail_lakehouse.errors import ConfirmationRequired
+    from retail_lakehouse.core.errors import ConfirmationRequired
 
     with pytest.raises(ConfirmationRequired):
         optimize.run(None, FACT, env="prod", preds=[], zorder=[], vacuum=False, retention_hours=168,  # type: ignore[arg-type]
@@ -43,8 +43,8 @@ def test_prod_needs_confirm_before_any_call():
 
 
 def test_small_files_optimized(demo_lakehouse, tmp_path):
-    from retail_lakehouse import drills
-    from retail_lakehouse.drills import _local
+    from retail_lakehouse.sandbox import drills
+    from retail_lakehouse.sandbox.drills import _local
 
     result = drills.run("small_files")
     assert result.facts["files"] >= 100

@@ -31,7 +31,7 @@ def test_failing_rules():
 
 
 def test_quality_burst_triaged(demo_lakehouse, tmp_path):
-    from retail_lakehouse import drills
+    from retail_lakehouse.sandbox import drills
 
     result = drills.run("quality_burst")
     assert result.facts["quarantined"] >= result.facts["burst"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from retail_lakehouse.errors import ConfirmationRequired, ParameterError
+from retail_lakehouse.core.errors import ConfirmationRequired, ParameterError
+from retail_lakehouse.core.tables import registry
 from retail_lakehouse.ops import rebuild_from_source as rebuild
-from retail_lakehouse.tables import registry
 from tests.ops._helpers import audit_rows, run_notebook
 
 
@@ -37,8 +37,8 @@ def test_apply_in_prod_needs_confirm_before_any_call():
 
 
 def test_deleted_table_rebuilt(demo_lakehouse, tmp_path):
-    from retail_lakehouse import drills
-    from retail_lakehouse.drills import _local
+    from retail_lakehouse.sandbox import drills
+    from retail_lakehouse.sandbox.drills import _local
 
     agg_rows = _local.count("gold.agg_daily_sales")
     result = drills.run("deleted_table")
@@ -52,7 +52,7 @@ def test_deleted_table_rebuilt(demo_lakehouse, tmp_path):
     with pytest.raises(Exception, match="is not rebuilt by"):
         run_notebook("rebuild_from_source", tmp_path, **{**result.parameters, "table": "bronze.orders"})
     from retail_lakehouse import engine
-    from retail_lakehouse.config import load_settings
+    from retail_lakehouse.core.config import load_settings
 
     assert not (engine.table_dir(_local.full("gold.fact_sales"), load_settings("local")) / "_delta_log").exists()
     text = run_notebook("rebuild_from_source", tmp_path, **result.parameters)

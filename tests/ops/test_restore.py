@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from retail_lakehouse.errors import ConfirmationRequired, ParameterError
+from retail_lakehouse.core.errors import ConfirmationRequired, ParameterError
 from retail_lakehouse.ops import restore
 from tests.ops._helpers import audit_rows, run_notebook
 
@@ -33,8 +33,8 @@ def test_apply_in_prod_needs_confirm_before_any_call():
 
 
 def test_bad_write_restored(demo_lakehouse, tmp_path):
-    from retail_lakehouse import drills
-    from retail_lakehouse.drills import _local
+    from retail_lakehouse.sandbox import drills
+    from retail_lakehouse.sandbox.drills import _local
 
     result = drills.run("bad_write")
     facts = result.facts

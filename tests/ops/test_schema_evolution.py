@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from retail_lakehouse.errors import ConfirmationRequired, LakehouseError, ParameterError, SqlError
+from retail_lakehouse.core.errors import ConfirmationRequired, LakehouseError, ParameterError, SqlError
+from retail_lakehouse.core.tables import registry
 from retail_lakehouse.ops import schema_evolution as se
-from retail_lakehouse.silver import RuleSet
-from retail_lakehouse.tables import registry
+from retail_lakehouse.pipeline.silver import RuleSet
 
 RULES = RuleSet(table="t", source="bronze.t", columns={"id": "id", "a": "a"}, rules=(), order_by=("_ingested_at",),
                 optional_columns={"b": "string"})
@@ -70,8 +70,8 @@ def test_check_table_refuses_tables_without_rules(ref):
 
 
 def test_new_source_column_carried(demo_lakehouse, tmp_path):
-    from retail_lakehouse import drills
-    from retail_lakehouse.drills import _local
+    from retail_lakehouse.sandbox import drills
+    from retail_lakehouse.sandbox.drills import _local
     from tests.ops._helpers import audit_rows, run_notebook
 
     result = drills.run("new_source_column")

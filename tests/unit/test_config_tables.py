@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from retail_lakehouse.config import load_settings
-from retail_lakehouse.errors import ConfigError, TableNotFoundError
-from retail_lakehouse.tables import _parse, registry, spark_type_to_arrow
+from retail_lakehouse.core.config import load_settings
+from retail_lakehouse.core.errors import ConfigError, TableNotFoundError
+from retail_lakehouse.core.tables import _parse, registry, spark_type_to_arrow
 
 
 @pytest.mark.parametrize("env", ["local", "dev", "qa", "prod"])

@@ -12,19 +12,19 @@ import pandas as pd
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from retail_lakehouse.delta_sql import (
-    DeltaSqlOptions,
-    bind_parameters,
-    execute,
-    is_delta_utility,
-    refuse_unsupported,
-)
-from retail_lakehouse.errors import (
+from retail_lakehouse.core.errors import (
     RetentionTooShortError,
     SqlError,
     TableNotFoundError,
     UnsupportedLocallyError,
     VersionNotFoundError,
+)
+from retail_lakehouse.engine.delta_sql import (
+    DeltaSqlOptions,
+    bind_parameters,
+    execute,
+    is_delta_utility,
+    refuse_unsupported,
 )
 
 NO_CHECK = DeltaSqlOptions(retention_check=False)
@@ -389,7 +389,7 @@ def test_change_data_feed_refused_on_alter(resolve, tables, props: str) -> None:
     orders = tables["retail_datalake.local_silver.orders"]
     with pytest.raises(UnsupportedLocallyError, match="Databricks-only") as info:
         execute(f"ALTER TABLE orders SET TBLPROPERTIES ({props})", None, resolve)
-    assert "retail_lakehouse.watermarks" in str(info.value) and "last_processed_timestamp" in str(info.value)
+    assert "retail_lakehouse.engine.watermarks" in str(info.value) and "last_processed_timestamp" in str(info.value)
     assert isinstance(info.value, SqlError)
     dt = DeltaTable(str(orders))
     assert dt.version() == 2 and "quality" not in dt.metadata().configuration

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from retail_lakehouse.errors import ParameterError
-from retail_lakehouse.generate import DEFECTS_FILE, DefectRates, GenerateResult, generate
+from retail_lakehouse.core.errors import ParameterError
+from retail_lakehouse.sandbox.generate import DEFECTS_FILE, DefectRates, GenerateResult, generate
 
 START = date(2024, 1, 1)
 QUARANTINE_RATE = 0.05

@@ -8,8 +8,10 @@ from decimal import Decimal
 
 import pytest
 
-from retail_lakehouse import engine, gold, watermarks, writes
-from retail_lakehouse.errors import ParameterError
+from retail_lakehouse import engine
+from retail_lakehouse.core.errors import ParameterError
+from retail_lakehouse.engine import watermarks, writes
+from retail_lakehouse.pipeline import gold
 
 UTC = dt.UTC
 

@@ -8,7 +8,7 @@ import nbformat
 import papermill
 import pytest
 
-from retail_lakehouse.bundle import load_bundle
+from retail_lakehouse.databricks.bundle import load_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "pipeline_notebooks").rglob("*.ipynb")) + sorted((ROOT / "ops_notebooks").rglob("*.ipynb"))

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from retail_lakehouse.errors import ParameterError
-from retail_lakehouse.params import date_range, param
+from retail_lakehouse.core.errors import ParameterError
+from retail_lakehouse.core.params import date_range, param
 
 
 def test_conversions():

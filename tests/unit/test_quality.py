@@ -7,8 +7,10 @@ from decimal import Decimal
 
 import pytest
 
-from retail_lakehouse import engine, quality, writes
-from retail_lakehouse.errors import CheckFailedError, ConfigError, ParameterError
+from retail_lakehouse import engine
+from retail_lakehouse.core.errors import CheckFailedError, ConfigError, ParameterError
+from retail_lakehouse.engine import writes
+from retail_lakehouse.pipeline import quality, quality_model, quality_rules
 
 UTC = dt.UTC
 
@@ -29,8 +31,8 @@ def spark(tmp_path_factory):
 
 def spec(
     check: str, arguments: dict, criticality: str = "error", table: str = "silver.orders"
-) -> quality.CheckSpec:
-    sets = quality.parse_rule_sets(
+) -> quality_model.CheckSpec:
+    sets = quality_rules.parse_rule_sets(
         [
             (
                 "test",
@@ -55,8 +57,8 @@ def run(
     frames: dict | None = None,
     business_date=None,
     run_id: str = "r1",
-) -> quality.CheckResult:
-    ctx = quality.CheckContext(
+) -> quality_model.CheckResult:
+    ctx = quality_model.CheckContext(
         table="silver.orders",
         df=df,
         run_id=run_id,
@@ -208,7 +210,7 @@ def test_broken_check_is_a_failed_result(keys):
 
 def test_unknown_check_lists_known_ones():
     with pytest.raises(ConfigError) as err:
-        quality.get_check("not_nul")
+        quality_model.get_check("not_nul")
     for known in (
         "not_null",
         "unique",
@@ -255,7 +257,7 @@ def test_invalid_rule_sets_report_every_problem():
         ("c.yaml", ["not", "a", "mapping"]),
     ]
     with pytest.raises(ConfigError) as err:
-        quality.parse_rule_sets(bad)
+        quality_rules.parse_rule_sets(bad)
     text = str(err.value)
     for fragment in (
         "unknown check 'not_nul'",
@@ -273,7 +275,7 @@ def test_invalid_rule_sets_report_every_problem():
 
 
 def test_packaged_rule_sets_are_valid():
-    sets = quality.load_rule_sets()
+    sets = quality_rules.load_rule_sets()
     assert {
         "silver.orders",
         "silver.order_items",
@@ -286,14 +288,14 @@ def test_packaged_rule_sets_are_valid():
         "gold.agg_daily_sales",
     } <= set(sets)
     kinds = {c.check for checks in sets.values() for c in checks}
-    assert kinds == set(quality.known_checks())
+    assert kinds == set(quality_model.known_checks())
 
 
 def test_load_rule_sets_reports_bad_yaml(tmp_path):
     (tmp_path / "broken.yaml").write_text("table: [unclosed\n")
     (tmp_path / "wrong.yaml").write_text("table: silver.orders\nchecks: []\n")
     with pytest.raises(ConfigError) as err:
-        quality.load_rule_sets(tmp_path)
+        quality_rules.load_rule_sets(tmp_path)
     assert "broken.yaml: not valid YAML" in str(err.value) and "wrong.yaml" in str(err.value)
 
 
@@ -378,7 +380,7 @@ def test_quarantine_burst_fails_after_results_are_written(spark, silver):
 
 
 def test_run_checks_custom_rules_warn_and_fail(spark, silver):
-    rules = quality.parse_rule_sets(
+    rules = quality_rules.parse_rule_sets(
         [
             (
                 "t",

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from retail_lakehouse.config import load_settings
-from retail_lakehouse.errors import LakehouseError, SqlError, TableNotFoundError
-from retail_lakehouse.tables import TableDef, registry
+from retail_lakehouse.core.config import load_settings
+from retail_lakehouse.core.errors import LakehouseError, SqlError, TableNotFoundError
+from retail_lakehouse.core.tables import TableDef, registry
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,7 +38,7 @@ class TableRef:
 
 def sql(w: WorkspaceClient, statement: str, params: dict[str, Any] | None = None, *, env: str) -> pd.DataFrame:
     """`workspace.run_sql` with the environment's warehouse."""
-    from retail_lakehouse.workspace import run_sql
+    from retail_lakehouse.databricks.workspace import run_sql
 
     return run_sql(w, statement, params, env=env)
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from retail_lakehouse.errors import ConfigError, LakehouseError, ParameterError
+from retail_lakehouse.core.errors import ConfigError, LakehouseError, ParameterError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -112,7 +112,7 @@ def _airflow_settings(env: str) -> dict[str, Any]:
     """The optional `airflow:` section of `params/<env>.yaml` (api_url, username; never a secret)."""
     import yaml
 
-    from retail_lakehouse.config import params_dir
+    from retail_lakehouse.core.config import params_dir
 
     path = params_dir() / f"{env}.yaml"
     try:
@@ -174,7 +174,7 @@ class AirflowApi:
     @classmethod
     def from_env(cls) -> AirflowApi:
         """From the environment variables alone (`AIRFLOW_API_URL`, ...), for `LAKEHOUSE_ENV`."""
-        from retail_lakehouse.config import current_env
+        from retail_lakehouse.core.config import current_env
 
         return cls.for_env(current_env())
 
@@ -517,7 +517,7 @@ def triage_dag_run(
 def recorded_failures(path: str | Path | None = None, *, dag_id: str | None = None) -> list[dict[str, Any]]:
     """The failed tries the DAGs' callbacks appended to `LAKEHOUSE_HOME/airflow/failures.jsonl` (oldest first)."""
     if path is None:
-        from retail_lakehouse.config import lakehouse_home
+        from retail_lakehouse.core.config import lakehouse_home
 
         path = lakehouse_home() / "airflow" / "failures.jsonl"
     p = Path(path)

@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from retail_lakehouse.config import load_settings
-from retail_lakehouse.tables import registry
+from retail_lakehouse.core.config import load_settings
+from retail_lakehouse.core.tables import registry
 
 if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient
@@ -67,7 +67,7 @@ def _actor() -> str:
 
 def ensure_audit_table(w: WorkspaceClient, env: str | None = None) -> str:
     """Create the audit table if missing (DDL from the registry); return its full name."""
-    from retail_lakehouse.workspace import run_sql
+    from retail_lakehouse.databricks.workspace import run_sql
 
     settings = load_settings(env)
     tdef = registry().get("ops_audit", layer="monitoring")
@@ -78,7 +78,7 @@ def ensure_audit_table(w: WorkspaceClient, env: str | None = None) -> str:
 
 def write_record(w: WorkspaceClient, record: AuditRecord) -> None:
     """Append one audit row through the workspace's SQL warehouse (values bound as parameters)."""
-    from retail_lakehouse.workspace import run_sql
+    from retail_lakehouse.databricks.workspace import run_sql
 
     full = ensure_audit_table(w, record.env)
     params = {

@@ -23,19 +23,19 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from retail_lakehouse.errors import LakehouseError, ParameterError, SqlError, TableNotFoundError
+from retail_lakehouse.core.errors import LakehouseError, ParameterError, SqlError, TableNotFoundError
+from retail_lakehouse.core.params import date_range
+from retail_lakehouse.core.tables import registry
 from retail_lakehouse.ops import _delta
 from retail_lakehouse.ops._delta import TableRef
 from retail_lakehouse.ops.data_freshness import slas
 from retail_lakehouse.ops.safety import require_confirmation
-from retail_lakehouse.params import date_range
-from retail_lakehouse.tables import registry
 
 if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient
 
+    from retail_lakehouse.core.tables import TableDef
     from retail_lakehouse.ops.audit import AuditRecord
-    from retail_lakehouse.tables import TableDef
 
 LAYERS = ("bronze", "silver", "gold")
 MAX_DAYS = 366
@@ -217,7 +217,7 @@ def _job_tasks(w: WorkspaceClient, name: str, chosen: set[str], parameters: dict
     """The chosen notebook tasks of a deployed job as submit tasks, with the parameters added."""
     from databricks.sdk.service.jobs import NotebookTask, SubmitTask, TaskDependency
 
-    from retail_lakehouse.workspace import job_id
+    from retail_lakehouse.databricks.workspace import job_id
 
     settings = w.jobs.get(job_id(w, name)).settings
     clusters = {c.job_cluster_key: c.new_cluster for c in (settings.job_clusters or [])} if settings else {}
@@ -243,7 +243,7 @@ def _job_tasks(w: WorkspaceClient, name: str, chosen: set[str], parameters: dict
 
 def run_quality(w: WorkspaceClient, env: str) -> pd.DataFrame:
     """Run the quality job and return the checks it wrote (status per table and check)."""
-    from retail_lakehouse.workspace import run_job
+    from retail_lakehouse.databricks.workspace import run_job
 
     started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     run_job(w, QUALITY_JOB, progress=False)

@@ -12,8 +12,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from retail_lakehouse.config import load_settings
-from retail_lakehouse.tables import registry
+from retail_lakehouse.core.config import load_settings
+from retail_lakehouse.core.tables import registry
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,7 +68,7 @@ ORDER BY u.usage_start_time
 
 def usage(w: WorkspaceClient, start: dt.date, end: dt.date, *, env: str) -> pd.DataFrame:
     """Usage records of the period with DBUs and list cost (one row per record)."""
-    from retail_lakehouse.workspace import run_sql
+    from retail_lakehouse.databricks.workspace import run_sql
 
     frame = run_sql(w, USAGE_SQL, {"start_date": start, "end_date": end}, env=env)
     if len(frame):

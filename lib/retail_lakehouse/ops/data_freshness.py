@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import yaml
 
-from retail_lakehouse.errors import ConfigError, TableNotFoundError
+from retail_lakehouse.core.errors import ConfigError, TableNotFoundError
+from retail_lakehouse.core.tables import registry
 from retail_lakehouse.ops import _delta
 from retail_lakehouse.ops._delta import TableRef
-from retail_lakehouse.tables import registry
 
 if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient

@@ -96,7 +96,7 @@ def cluster_settings(run: dict[str, Any], task: dict[str, Any] | None) -> dict[s
 
 def input_tables(task: dict[str, Any] | None) -> list[str]:
     """Registry tables a task reads: named in its parameters, task key or notebook path."""
-    from retail_lakehouse.tables import registry
+    from retail_lakehouse.core.tables import registry
 
     task = task or {}
     notebook = (task.get("notebook_task") or {})
@@ -205,9 +205,9 @@ class OomDiagnosis:
 def _input_sizes(w: WorkspaceClient, refs: list[str], env: str) -> pd.DataFrame:
     import pandas as pd
 
-    from retail_lakehouse.config import load_settings
-    from retail_lakehouse.tables import registry
-    from retail_lakehouse.workspace import run_sql
+    from retail_lakehouse.core.config import load_settings
+    from retail_lakehouse.core.tables import registry
+    from retail_lakehouse.databricks.workspace import run_sql
 
     settings = load_settings(env)
     rows = []

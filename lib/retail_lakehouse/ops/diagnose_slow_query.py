@@ -20,10 +20,10 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from retail_lakehouse.config import load_settings
-from retail_lakehouse.errors import ParameterError, SqlError
+from retail_lakehouse.core.config import load_settings
+from retail_lakehouse.core.errors import ParameterError, SqlError
+from retail_lakehouse.core.tables import TableDef, registry
 from retail_lakehouse.ops import cluster_sizing
-from retail_lakehouse.tables import TableDef, registry
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,7 +46,7 @@ _REWRITES = {"OPTIMIZE", "CREATE TABLE AS SELECT", "CREATE OR REPLACE TABLE AS S
 
 
 def _sql(w: WorkspaceClient, statement: str, params: dict[str, Any] | None = None, *, env: str) -> pd.DataFrame:
-    from retail_lakehouse.workspace import run_sql
+    from retail_lakehouse.databricks.workspace import run_sql
 
     return run_sql(w, statement, params, env=env)
 
@@ -302,7 +302,7 @@ def resolve_target(w: WorkspaceClient, table: str, query_id: str, *, env: str) -
     """
     import pandas as pd
 
-    from retail_lakehouse.workspace import query_history
+    from retail_lakehouse.databricks.workspace import query_history
 
     if query_id:
         # Asked for by id: found however old it is (not only among the latest 200).

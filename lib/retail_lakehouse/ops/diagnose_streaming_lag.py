@@ -30,10 +30,10 @@ PROGRESS_COLUMNS = [
 
 def load_progress(w: WorkspaceClient, stream: str, *, env: str, limit: int = 500) -> pd.DataFrame:
     """The stream's latest progress rows (oldest first); empty when the table has none yet."""
-    from retail_lakehouse.config import load_settings
-    from retail_lakehouse.errors import SqlError
-    from retail_lakehouse.tables import registry
-    from retail_lakehouse.workspace import run_sql
+    from retail_lakehouse.core.config import load_settings
+    from retail_lakehouse.core.errors import SqlError
+    from retail_lakehouse.core.tables import registry
+    from retail_lakehouse.databricks.workspace import run_sql
 
     full = registry().get("stream_progress", layer="monitoring").full_name(load_settings(env))
     try:

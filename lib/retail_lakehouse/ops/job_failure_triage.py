@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from retail_lakehouse.errors import JobNotFoundError, ParameterError
+from retail_lakehouse.core.errors import JobNotFoundError, ParameterError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -251,7 +251,7 @@ def find_run(w: WorkspaceClient, job_or_run: str, *, failed_only: bool = True, l
         return int(text)
     job_id = None
     if text:
-        from retail_lakehouse.workspace import job_id as lookup
+        from retail_lakehouse.databricks.workspace import job_id as lookup
 
         try:
             job_id = lookup(w, text)
@@ -349,7 +349,7 @@ def triage(w: WorkspaceClient, job_or_run: str = "") -> Triage:
     Returns:
         The triage; `run_id` None and a plain diagnosis when there is no failed run.
     """
-    from retail_lakehouse.workspace import get_run
+    from retail_lakehouse.databricks.workspace import get_run
 
     run_id = find_run(w, job_or_run)
     if run_id is None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from retail_lakehouse.errors import ParameterError, SqlError
+from retail_lakehouse.core.errors import ParameterError, SqlError
 from retail_lakehouse.ops import _delta
 from retail_lakehouse.ops._delta import TableRef
 from retail_lakehouse.ops.safety import require_confirmation
@@ -22,8 +22,8 @@ from retail_lakehouse.ops.safety import require_confirmation
 if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient
 
+    from retail_lakehouse.core.tables import TableDef
     from retail_lakehouse.ops.audit import AuditRecord
-    from retail_lakehouse.tables import TableDef
 
 MIN_RETENTION_HOURS = 168
 SMALL_FILE_BYTES = 32 * 1024 * 1024  # files under 32 MB count as small (target size is 128 MB-1 GB)

@@ -13,8 +13,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from retail_lakehouse.config import load_settings
-from retail_lakehouse.tables import TableDef, registry
+from retail_lakehouse.core.config import load_settings
+from retail_lakehouse.core.tables import TableDef, registry
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,8 +33,8 @@ def _sql(w: WorkspaceClient, statement: str, params: dict[str, Any] | None, env:
     """run_sql, with a missing table answered as an empty frame (a fresh lakehouse has none yet)."""
     import pandas as pd
 
-    from retail_lakehouse.errors import SqlError
-    from retail_lakehouse.workspace import run_sql
+    from retail_lakehouse.core.errors import SqlError
+    from retail_lakehouse.databricks.workspace import run_sql
 
     try:
         return run_sql(w, statement, params, env=env)
@@ -221,7 +221,7 @@ def rerun(w: WorkspaceClient, table: TableDef, *, env: str, dry_run: bool, busin
     """
     import pandas as pd
 
-    from retail_lakehouse.workspace import run_job
+    from retail_lakehouse.databricks.workspace import run_job
 
     if dry_run:
         return RerunOutcome(None, None, pd.DataFrame(), False,

@@ -16,17 +16,17 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from retail_lakehouse.errors import LakehouseError, ParameterError
+from retail_lakehouse.core.errors import LakehouseError, ParameterError
+from retail_lakehouse.core.tables import registry
 from retail_lakehouse.ops import _delta
 from retail_lakehouse.ops._delta import TableRef
 from retail_lakehouse.ops.safety import require_confirmation
-from retail_lakehouse.tables import registry
 
 if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient
 
+    from retail_lakehouse.core.tables import TableDef
     from retail_lakehouse.ops.audit import AuditRecord
-    from retail_lakehouse.tables import TableDef
 
 JOB = "retail_transformation"
 WATERMARKS = "monitoring.watermarks"
@@ -105,7 +105,7 @@ def watermark_filter(tdef: TableDef) -> dict[str, str]:
         ParameterError: the table is not rebuilt by the transformation job (bronze, monitoring,
             quarantine); the message says what to do instead.
     """
-    from retail_lakehouse.silver import SILVER_TABLES
+    from retail_lakehouse.pipeline.silver import SILVER_TABLES
 
     if tdef.layer == "silver" and tdef.name in SILVER_TABLES:
         return {"pipeline": "silver", "source": tdef.name}
@@ -130,7 +130,7 @@ def create_statement(tdef: TableDef, full: str) -> str:
 
 def expected_sql(tdef: TableDef, env: str) -> str | None:
     """The upstream count the table must match: silver = bronze keys minus quarantined keys."""
-    from retail_lakehouse.silver import SILVER_TABLES, rule_set
+    from retail_lakehouse.pipeline.silver import SILVER_TABLES, rule_set
 
     if tdef.layer == "silver" and tdef.name in SILVER_TABLES:
         bronze = _full(rule_set(tdef.name).source, env)
@@ -194,7 +194,7 @@ def apply(
     if dry_run:
         return RebuildOutcome(True, p.actions, None, p.expected_rows, held=True,
                               message="dry run: would run " + "; ".join(f"`{a}`" for a in p.actions) + "; nothing changed")
-    from retail_lakehouse.workspace import run_job
+    from retail_lakehouse.databricks.workspace import run_job
 
     _delta.sql(w, p.create, env=env)
     wm_ref = TableRef.of(registry().get(WATERMARKS), env)

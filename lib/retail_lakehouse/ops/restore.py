@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from retail_lakehouse.errors import LakehouseError, ParameterError
+from retail_lakehouse.core.errors import LakehouseError, ParameterError
 from retail_lakehouse.ops import _delta
 from retail_lakehouse.ops._delta import TableRef
 from retail_lakehouse.ops.safety import require_confirmation
@@ -23,8 +23,8 @@ from retail_lakehouse.ops.safety import require_confirmation
 if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient
 
+    from retail_lakehouse.core.tables import TableDef
     from retail_lakehouse.ops.audit import AuditRecord
-    from retail_lakehouse.tables import TableDef
 
 _LATEST = re.compile(r"^latest\s*-\s*(\d+)$", re.IGNORECASE)
 SAMPLE_ROWS = 5
@@ -220,7 +220,7 @@ def reprocess(w: WorkspaceClient, p: RestorePlan) -> int | None:
     Raises:
         LakehouseError: the job run failed (the message names the run).
     """
-    from retail_lakehouse.workspace import run_job
+    from retail_lakehouse.databricks.workspace import run_job
 
     params: dict[str, Any] = {}
     date_col = {"fact_sales": "date_key", "agg_daily_sales": "date_key"}.get(p.ref.tdef.name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from retail_lakehouse.errors import ConfirmationRequired
+from retail_lakehouse.core.errors import ConfirmationRequired
 
 PROTECTED_ENVS = ("qa", "prod")
 

@@ -18,18 +18,18 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from retail_lakehouse.errors import LakehouseError, ParameterError, SqlError
+from retail_lakehouse.core.errors import LakehouseError, ParameterError, SqlError
+from retail_lakehouse.core.tables import registry
 from retail_lakehouse.ops import _delta
 from retail_lakehouse.ops._delta import TableRef
 from retail_lakehouse.ops.safety import require_confirmation
-from retail_lakehouse.tables import registry
 
 if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient
 
+    from retail_lakehouse.core.tables import TableDef
     from retail_lakehouse.ops.audit import AuditRecord
-    from retail_lakehouse.silver import RuleSet
-    from retail_lakehouse.tables import TableDef
+    from retail_lakehouse.pipeline.silver import RuleSet
 
 INGESTION_COLUMNS = ("_ingested_at", "_source_system", "_run_id", "_source_file")
 JOB = "retail_transformation"
@@ -158,7 +158,7 @@ def check_table(tdef: TableDef) -> TableDef:
     Raises:
         ParameterError: names the tables that have one.
     """
-    from retail_lakehouse.silver import SILVER_TABLES
+    from retail_lakehouse.pipeline.silver import SILVER_TABLES
 
     if tdef.layer != "silver" or tdef.name not in SILVER_TABLES:
         raise ParameterError(
@@ -264,7 +264,7 @@ def plan(w: WorkspaceClient, tdef: TableDef, *, env: str) -> EvolutionPlan:
     Raises:
         ParameterError: not a silver table with rules, or its bronze or silver table does not exist.
     """
-    from retail_lakehouse.silver import rule_set
+    from retail_lakehouse.pipeline.silver import rule_set
 
     check_table(tdef)
     rules = rule_set(tdef.name)
@@ -338,7 +338,7 @@ def apply(
             ) from None
     run_id = None
     if p.reprocess is not None:
-        from retail_lakehouse.workspace import run_job
+        from retail_lakehouse.databricks.workspace import run_job
 
         run = run_job(w, JOB, p.reprocess, progress=False)
         run_id = run.run_id

@@ -1,0 +1,1 @@
+"""Configuration, the table registry, parameters and widgets, and the one error root."""

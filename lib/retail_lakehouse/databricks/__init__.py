@@ -1,0 +1,1 @@
+"""The Databricks side: the SDK client (connect, SQL statements), the bundle and deploy."""

@@ -1,0 +1,330 @@
+"""Warm Jupyter kernels for the job runner: started ahead, library imported, engine session open.
+
+A fresh kernel per notebook is what papermill and Databricks give a task, and costs about 2 s
+before the notebook's first line runs (process start, imports, a Spark session with every table
+registered). The pool starts those kernels while earlier tasks still run, so a task gets one that
+is ready. Each kernel still runs one notebook only and is shut down after it: nothing leaks from
+one task to the next.
+
+    with KernelPool(size=2, budget=20) as pool:
+        km = pool.acquire(cwd=notebook.parent)   # a started kernel, cwd set, tables registered
+        try:
+            papermill.execute_notebook(..., km=km)
+        finally:
+            pool.release(km)
+
+`python -m retail_lakehouse.jobs.kernels` installs the `lakehouse-warm` kernel spec (the `python3`
+kernel, launched by forking), which any Jupyter client can name, e.g.
+`pytest --nbmake --nbmake-kernel=lakehouse-warm`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jupyter_client.manager import KernelManager
+
+__all__ = ["KernelPool", "WarmKernelError", "import_notebook_machinery", "install_kernel_spec"]
+
+log = logging.getLogger(__name__)
+
+KERNEL_NAME = "python3"
+START_TIMEOUT = 60.0
+_IPC_PREFIX = "lakehouse-kernel-"
+# What a pipeline notebook imports; run silently (no history, no execution count) in a new kernel.
+_WARM_UP = """\
+import os as __os
+import retail_lakehouse.jobs.kernels as __k
+__k._warm_up(__os.environ.get("LAKEHOUSE_ENV") or "local")
+del __os, __k
+"""
+_ON_ACQUIRE = """\
+import os as __os
+import retail_lakehouse.jobs.kernels as __k
+__os.chdir({cwd!r})
+__k._refresh(__os.environ.get("LAKEHOUSE_ENV") or "local")
+del __os, __k
+"""
+
+
+class WarmKernelError(RuntimeError):
+    """A kernel could not be started or warmed (the runner then starts a cold one)."""
+
+
+# Packages whose first import must not happen in two threads at once: jupyter_client's modules
+# import each other in a cycle, and a second thread that arrives mid-import sees a partially
+# initialized module ("cannot import name 'AsyncKernelManager'"). Imported once, up front, by
+# every caller that then starts threads (the pool, the runner, the book, the workspace's jobs).
+_MACHINERY_LOCK = threading.Lock()
+NOTEBOOK_MACHINERY = (
+    "zmq",
+    "jupyter_client",
+    "jupyter_client.manager",
+    "jupyter_client.provisioning",
+    "jupyter_client.kernelspec",
+    "nbformat",
+    "nbclient",
+    "papermill",
+    "papermill.exceptions",
+    "retail_lakehouse.jobs._zygote",
+)
+
+
+def import_notebook_machinery() -> None:
+    """Import what executing a notebook needs, in the calling thread, before threads start.
+
+    Call it before starting threads that run notebooks: Python's import lock does not protect a
+    package whose modules import each other from a second thread importing it at the same time.
+    """
+    import importlib
+
+    with _MACHINERY_LOCK:  # two threads calling this at once: one imports, the other waits
+        for name in NOTEBOOK_MACHINERY:
+            importlib.import_module(name)
+
+
+class KernelPool:
+    """Kernels started ahead of demand, each used by one notebook.
+
+    Args:
+        size: kernels kept ready (the runner's parallelism).
+        budget: kernels started in total at most (the notebook tasks the run has): no kernel is
+            warmed for a task that will never come. A retry past the budget still gets one.
+        extra_arguments: kernel command-line arguments (nbclient's in-memory history by default).
+    """
+
+    def __init__(self, size: int, budget: int, *, extra_arguments: list[str] | None = None) -> None:
+        import_notebook_machinery()  # before the first warm-kernel thread, and the caller's papermill
+        self.size, self.budget = max(0, size), max(0, budget)
+        self.extra_arguments = extra_arguments or ["--HistoryManager.hist_file=:memory:"]
+        self._ready: list[KernelManager] = []
+        self._starting = 0
+        self._started = 0
+        self._closed = False
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+
+    def __enter__(self) -> KernelPool:
+        self._fill()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- public
+
+    def acquire(self, cwd: str | Path, timeout: float = START_TIMEOUT) -> KernelManager:
+        """A started kernel whose working directory is `cwd` (warm if one is ready or starting).
+
+        Raises:
+            WarmKernelError: no kernel could be started.
+        """
+        waited = time.monotonic()
+        with self._cond:
+            if not self._ready and not self._starting:
+                self._reserve_locked(force=True)
+            while not self._ready and self._starting and not self._closed:
+                self._cond.wait(timeout)
+            km = self._ready.pop(0) if self._ready else None
+        self._fill()
+        if km is None:  # every warm start failed: one cold try, errors to the caller
+            km = _start_kernel(self.extra_arguments)
+        try:
+            _execute_silently(km, _ON_ACQUIRE.format(cwd=str(cwd)))
+        except Exception:
+            _shutdown(km)
+            raise
+        log.debug("kernel ready for %s after %.2fs", cwd, time.monotonic() - waited)
+        return km
+
+    def release(self, km: KernelManager) -> None:
+        """Shut down a kernel a notebook has used."""
+        _shutdown(km)
+
+    def close(self) -> None:
+        """Shut down the kernels nobody took; wait for those still starting."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join(START_TIMEOUT)
+        with self._cond:
+            spare, self._ready = self._ready, []
+        for km in spare:
+            _shutdown(km)
+
+    # -- filling
+
+    def _fill(self) -> None:
+        with self._cond:
+            while (
+                not self._closed
+                and len(self._ready) + self._starting < self.size
+                and self._started < self.budget
+            ):
+                self._reserve_locked()
+
+    def _reserve_locked(self, *, force: bool = False) -> None:
+        if self._closed and not force:
+            return
+        self._starting += 1
+        self._started += 1
+        t = threading.Thread(target=self._start_one, name="warm-kernel", daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def _start_one(self) -> None:
+        km: KernelManager | None = None
+        try:
+            km = _start_kernel(self.extra_arguments)
+            _execute_silently(km, _WARM_UP)
+        except Exception as exc:  # the caller falls back to a cold kernel
+            log.warning("warm kernel failed to start: %s", exc)
+            if km is not None:
+                _shutdown(km)
+            km = None
+        with self._cond:
+            self._starting -= 1
+            if km is not None and not self._closed:
+                self._ready.append(km)
+                km = None
+            self._cond.notify_all()
+        if km is not None:  # closed meanwhile
+            _shutdown(km)
+
+
+# ----------------------------------------------------------------------------- kernel plumbing
+
+
+def _new_manager() -> KernelManager:
+    """A kernel manager on unix sockets (local only, no TCP port) in a private folder: the
+    default `kernel-ipc-N` paths are relative to the working directory and collide."""
+    from jupyter_client.manager import KernelManager
+
+    sockets = tempfile.mkdtemp(prefix=_IPC_PREFIX)
+    km = KernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=os.path.join(sockets, "k"))
+    # papermill (nbclient) leaves the channels of the client it makes open when it does not own the
+    # kernel manager; their garbage collection then warns "Could not destroy zmq context". Keep
+    # every client made here, so that _shutdown closes them with the kernel.
+    clients: list[Any] = []
+    make_client = km.client
+
+    def client(**kwargs: Any) -> Any:
+        kc = make_client(**kwargs)
+        clients.append(kc)
+        return kc
+
+    km.client = client  # type: ignore[method-assign]
+    km.lakehouse_clients = clients  # type: ignore[attr-defined]
+    return km
+
+
+def _start_kernel(extra_arguments: list[str]) -> KernelManager:
+    """A started kernel, forked from the user's shared fork server (see _zygote; the provisioner
+    launches a plain process when forking is off or the server cannot be had)."""
+    from retail_lakehouse.jobs._zygote import ForkProvisioner
+
+    km = _new_manager()
+    km.kernel_id = str(uuid.uuid4())
+    km.provisioner = ForkProvisioner(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km)
+    try:
+        km.start_kernel(extra_arguments=list(extra_arguments))
+    except Exception as exc:
+        raise WarmKernelError(f"could not start a {KERNEL_NAME!r} kernel: {exc}") from exc
+    return km
+
+
+def _execute_silently(km: KernelManager, code: str, timeout: float = START_TIMEOUT) -> None:
+    """Run `code` without history or execution count; raise if it fails."""
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=timeout)
+        reply = kc.execute_interactive(
+            code, silent=True, store_history=False, timeout=timeout, output_hook=lambda _msg: None
+        )
+    except Exception as exc:
+        raise WarmKernelError(f"warming a kernel failed: {exc}") from exc
+    finally:
+        kc.stop_channels()
+    content = reply.get("content", {})
+    if content.get("status") != "ok":
+        raise WarmKernelError(f"warming a kernel failed: {content.get('ename')}: {content.get('evalue')}")
+
+
+def _shutdown(km: KernelManager) -> None:
+    for kc in getattr(km, "lakehouse_clients", ()):
+        try:
+            kc.stop_channels()
+        except Exception as exc:  # a client already closed
+            log.debug("client stop: %s", exc)
+    try:
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
+        km.cleanup_resources()
+    except Exception as exc:  # a kernel that already died
+        log.debug("kernel shutdown: %s", exc)
+    sockets = Path(km.ip).parent
+    if km.transport == "ipc" and sockets.name.startswith(_IPC_PREFIX):
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- inside the kernel
+
+
+def _warm_up(env: str) -> None:
+    """Import what pipeline notebooks use and open the engine session (locally only)."""
+    import pandas  # noqa: F401
+    import pyspark.sql.functions  # noqa: F401
+
+    from retail_lakehouse import engine  # noqa: F401
+    from retail_lakehouse.core.config import load_settings
+
+    if load_settings(env).is_local and os.environ.get("SPARK_REMOTE"):
+        engine.get_spark(env)
+
+
+def _refresh(env: str) -> None:
+    """Register the tables created since the session opened (by the tasks that ran meanwhile)."""
+    from retail_lakehouse import engine
+    from retail_lakehouse.core.config import load_settings
+
+    if load_settings(env).is_local and os.environ.get("SPARK_REMOTE"):
+        engine.refresh_tables(env)
+
+
+# ----------------------------------------------------------------------------- kernel spec
+
+WARM_SPEC = "lakehouse-warm"
+
+
+def install_kernel_spec(prefix: str | None = None) -> str:
+    """Install the `lakehouse-warm` kernel spec into `prefix` (default: this environment)."""
+    import json
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    python = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+    spec = {
+        "argv": python.argv,
+        "display_name": "Python 3 (lakehouse, warm)",
+        "language": "python",
+        "metadata": {"kernel_provisioner": {"provisioner_name": "lakehouse-fork-provisioner"}},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "kernel.json").write_text(json.dumps(spec, indent=1))
+        return KernelSpecManager().install_kernel_spec(tmp, WARM_SPEC, prefix=prefix or sys.prefix)
+
+
+if __name__ == "__main__":
+    print(install_kernel_spec())

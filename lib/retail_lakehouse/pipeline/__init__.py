@@ -1,0 +1,1 @@
+"""The medallion pipeline's logic: ingestion (bronze), silver, gold and data-quality checks."""

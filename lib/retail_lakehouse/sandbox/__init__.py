@@ -1,0 +1,1 @@
+"""The practice lakehouse: the source generator, incident drills and the demo."""

@@ -1,0 +1,1 @@
+"""The runbook site: the Jupyter Book builder and its executed example runs."""
