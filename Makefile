@@ -28,6 +28,7 @@ book: setup
 
 lint: setup
 	$(BIN)/ruff check lib tests
+	$(BIN)/lint-imports --no-cache
 
 test: setup lint
 	$(BIN)/python -m pytest
