@@ -312,7 +312,7 @@ def ws_token(w) -> str:
 
 
 def test_settings_diff_ignores_server_defaults():
-    from retail_lakehouse.databricks.deploy import _diff
+    from retail_lakehouse.databricks.job_settings import settings_diff as _diff
 
     want = {
         "name": "j",
@@ -351,3 +351,27 @@ def test_settings_diff_ignores_server_defaults():
     have.pop("schedule")
     have["tasks"].append({"task_key": "b"})
     assert _diff(want, have, "") == ["tasks[b]"]
+
+
+def test_deploy_and_the_local_workspace_convert_bundle_jobs_alike():
+    """One conversion of bundle jobs to Jobs API settings: a deploy's settings and the local
+    workspace's differ only where they must (notebook paths under the deploy root, deploy tags)."""
+    from retail_lakehouse.databricks.bundle import load_bundle
+    from retail_lakehouse.databricks.deploy import job_settings
+    from retail_lakehouse.databricks.job_settings import settings_of
+
+    b = load_bundle(target="dev")
+    ids = {key: n + 1 for n, key in enumerate(sorted(b.jobs))}
+    for key, job in b.jobs.items():
+        deployed = job_settings(job, "dev", "/Workspace/x", b.root, ids.__getitem__)
+        local = settings_of(job, ids.get)
+        deployed.pop("tags", None)
+        local.pop("tags", None)
+        for d, loc in zip(deployed["tasks"], local["tasks"], strict=True):
+            if "notebook_task" in d:
+                assert d["notebook_task"]["notebook_path"].startswith("/Workspace/x/files/")
+                d["notebook_task"].pop("notebook_path")
+                loc["notebook_task"].pop("notebook_path")
+        assert deployed == local, key
+        assert deployed["max_concurrent_runs"] == 1
+        assert all("retry_on_timeout" in t for t in deployed["tasks"])

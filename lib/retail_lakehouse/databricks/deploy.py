@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import dataclasses
 import glob
 import hashlib
 import inspect
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from retail_lakehouse.core.errors import ConfigError, ConfirmationRequired, LakehouseError
 from retail_lakehouse.databricks import bundle as bundle_mod
+from retail_lakehouse.databricks.job_settings import settings_diff, settings_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -52,20 +52,6 @@ PARAMS_DIR = "params"  # the library reads params/<env>.yaml next to lib/ (confi
 PROTECTED_ENVS = ("qa", "prod")
 TAGS = {"deployed_by": "retail_lakehouse"}
 
-# Settings the Jobs API adds or defaults on its own; absent from the bundle they are not a difference.
-_SERVER_KEYS = {
-    "format", "run_as", "run_as_user_name", "edit_mode", "deployment", "queue", "creator_user_name",
-    "budget_policy_id", "effective_budget_policy_id", "usage_policy_id", "effective_usage_policy_id",
-    "performance_target", "disable_auto_optimization",
-}  # fmt: skip
-_DEFAULTS = {
-    "run_if": "ALL_SUCCESS",
-    "source": "WORKSPACE",
-    "max_concurrent_runs": 1,
-    "pause_status": "UNPAUSED",
-}
-# Lists whose elements are matched by a key, not by position.
-_LIST_KEYS = ("task_key", "job_cluster_key", "name")
 
 
 @dataclass(frozen=True)
@@ -392,7 +378,7 @@ def _plan_jobs(
             actions.append(JobAction("CREATE", job.key, job.name, None, settings, "new"))
             continue
         current = w.jobs.get(jid).settings
-        diffs = _diff(settings, current.as_dict() if current else {}, "")
+        diffs = settings_diff(settings, current.as_dict() if current else {}, "")
         action: Action = "UPDATE" if diffs else "UNCHANGED"
         reason = ", ".join(diffs[:3]) + (f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else "")
         actions.append(JobAction(action, job.key, job.name, jid, settings, reason))
@@ -407,126 +393,16 @@ def job_settings(
     job_id_of: Callable[[str], int],
     raw: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A bundle job as Jobs API settings (`JobSettings.as_dict()`) for a deploy to `root`.
+    """A bundle job as Jobs API settings for a deploy to `root` (see `job_settings.settings_of`).
 
-    Args:
-        job: the job.
-        env: the target; tagged on the job with `deployed_by`.
-        root: the deploy's workspace folder; notebook paths point at `<root>/files/...`.
-        bundle_root: folder of the bundle, against which notebook paths are made relative.
-        job_id_of: job key -> job id, for run_job tasks.
-        raw: the job's mapping as written in the bundle; settings the JobSpec does not carry
-            (max_concurrent_runs, timeout_seconds, notifications...) are taken from it.
+    Notebook paths point at `<root>/files/...`; the job is tagged with `deployed_by` and the target.
     """
-    from databricks.sdk.service.jobs import JobSettings
 
-    raw = copy.deepcopy(raw or {})
-    raw_tasks = {str(t.get("task_key")): t for t in raw.get("tasks") or [] if isinstance(t, dict)}
-    tasks = []
-    for t in job.tasks:
-        extra = {k: v for k, v in raw_tasks.get(t.task_key, {}).items() if k not in _TASK_BUILT}
-        task: dict[str, Any] = {**extra, "task_key": t.task_key, "run_if": t.run_if}
-        if t.depends_on:
-            task["depends_on"] = [{"task_key": d} for d in t.depends_on]
-        if t.notebook_path is not None:
-            rel = _relative(Path(t.notebook_path), bundle_root)
-            task["notebook_task"] = {
-                "notebook_path": f"{root}/files/{rel[: -len('.ipynb')] if rel.endswith('.ipynb') else rel}",
-                "base_parameters": dict(t.base_parameters),
-                "source": "WORKSPACE",
-            }
-        if t.run_job:
-            task["run_job_task"] = {"job_id": job_id_of(t.run_job)}
-            if t.run_job_parameters:
-                task["run_job_task"]["job_parameters"] = dict(t.run_job_parameters)
-        for name in (
-            "max_retries",
-            "min_retry_interval_millis",
-            "timeout_seconds",
-            "job_cluster_key",
-            "existing_cluster_id",
-        ):
-            value = getattr(t, name)
-            if value is not None:
-                task[name] = value
-        if t.retry_on_timeout:
-            task["retry_on_timeout"] = True
-        tasks.append(task)
-    extra = {k: v for k, v in raw.items() if k not in _JOB_BUILT}
-    settings: dict[str, Any] = {
-        **extra,
-        "name": job.name,
-        "tasks": tasks,
-        "tags": {**{str(k): str(v) for k, v in (raw.get("tags") or {}).items()}, **TAGS, "target": env},
-    }
-    if job.description:
-        settings["description"] = job.description
-    if job.clusters:
-        settings["job_clusters"] = [
-            {"job_cluster_key": c.key, "new_cluster": dict(c.raw)} for c in job.clusters.values()
-        ]
-    if job.parameters:
-        settings["parameters"] = [{"name": k, "default": v} for k, v in job.parameters.items()]
-    if job.schedule:
-        settings["schedule"] = dataclasses.asdict(job.schedule)
-    return JobSettings.from_dict(settings).as_dict()
+    def notebook_path(path: Path) -> str:
+        rel = _relative(path, bundle_root)
+        return f"{root}/files/{rel[: -len('.ipynb')] if rel.endswith('.ipynb') else rel}"
 
-
-_TASK_BUILT = {
-    "task_key", "run_if", "depends_on", "notebook_task", "run_job_task", "max_retries",
-    "min_retry_interval_millis", "timeout_seconds", "job_cluster_key", "existing_cluster_id", "retry_on_timeout",
-}  # fmt: skip
-_JOB_BUILT = {"name", "tasks", "tags", "description", "job_clusters", "parameters", "schedule", "permissions"}
-
-
-def _defaultish(key: str, value: Any) -> bool:
-    return value in (None, {}, [], False, 0) or _DEFAULTS.get(key, object()) == value
-
-
-def _diff(want: Any, have: Any, where: str, *, lenient: bool = False) -> list[str]:
-    """Paths where the settings a deploy sends differ from the job's (server-added defaults ignored).
-
-    Inside `new_cluster` the comparison is `lenient`: the workspace fills in many cluster settings,
-    so only the keys the bundle declares are compared.
-    """
-    if isinstance(want, dict) and isinstance(have, dict):
-        out = []
-        for k, v in want.items():
-            sub = f"{where}.{k}" if where else k
-            if k not in have:
-                if not _defaultish(k, v):
-                    out.append(sub)
-            else:
-                out += _diff(v, have[k], sub, lenient=lenient or k == "new_cluster")
-        if not lenient:
-            out += [
-                f"{where}.{k}" if where else k
-                for k, v in have.items()
-                if k not in want and k not in _SERVER_KEYS and not _defaultish(k, v)
-            ]
-        return out
-    if isinstance(want, list) and isinstance(have, list):
-        key = next(
-            (k for k in _LIST_KEYS if want and all(isinstance(i, dict) and k in i for i in [*want, *have])),
-            None,
-        )
-        if key is None:
-            if len(want) != len(have):
-                return [where]
-            return [
-                d
-                for i, (a, b) in enumerate(zip(want, have, strict=True))
-                for d in _diff(a, b, f"{where}[{i}]", lenient=lenient)
-            ]
-        mine, theirs = {i[key]: i for i in want}, {i[key]: i for i in have}
-        if set(mine) != set(theirs):
-            return [f"{where}[{', '.join(sorted(set(mine) ^ set(theirs)))}]"]
-        return [d for k, a in mine.items() for d in _diff(a, theirs[k], f"{where}[{k}]", lenient=lenient)]
-    if want == have or (
-        isinstance(want, int | str) and str(want) == str(have) and not isinstance(want, bool)
-    ):
-        return []
-    return [where]
+    return settings_of(job, job_id_of, notebook_path=notebook_path, raw=raw, tags={**TAGS, "target": env})
 
 
 # ----------------------------------------------------------------------------- apply

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import threading
 import uuid
 from pathlib import Path
@@ -20,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 from databricks.sdk.service import compute as dbcompute
 from databricks.sdk.service import jobs as dbjobs
 
-from retail_lakehouse.core.errors import ConfigError, JobNotFoundError, ParameterError
+from retail_lakehouse.core.errors import JobNotFoundError, ParameterError
 from retail_lakehouse.databricks import bundle as bundle_mod
+from retail_lakehouse.databricks.job_settings import settings_of
 from retail_lakehouse.jobs import runner
 from retail_lakehouse.jobs.kernels import import_notebook_machinery
 from retail_lakehouse.local import _runs
@@ -36,14 +36,26 @@ from retail_lakehouse.local._common import (
     page_offset,
     paginate,
 )
+from retail_lakehouse.local._run_states import (
+    downstream,
+    job_state,
+    normalized_settings,
+    notebook_output,
+    repair_history,
+    restricted,
+    run_status,
+    task_spec,
+    task_state,
+    task_view,
+    with_notebook_params,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from retail_lakehouse.databricks.bundle import Bundle, JobSpec, TaskSpec
+    from retail_lakehouse.databricks.bundle import Bundle, JobSpec
     from retail_lakehouse.jobs.runner import JobRun, TaskRun
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 MAX_OUTPUT_CHARS = 5000
 
 
@@ -210,7 +222,7 @@ class JobsService:
         ).as_dict()
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        settings = _normalized(body)
+        settings = normalized_settings(body)
         job_id = _runs.stable_id(f"api-job:{uuid.uuid4()}")
         key = f"{_runs.API_JOB_PREFIX}{job_id}"
         with self._lock:
@@ -225,7 +237,7 @@ class JobsService:
         job = self._job(body.get("job_id"))
         if not isinstance(body.get("new_settings"), dict):
             raise invalid("new_settings is required")
-        settings = _normalized(body["new_settings"])
+        settings = normalized_settings(body["new_settings"])
         with self._lock:
             job.spec, job.settings = self._spec(job.key, settings), settings
             if str(job.job_id) in self._persisted["created"]:
@@ -250,7 +262,7 @@ class JobsService:
     def run_now(self, body: dict[str, Any]) -> dict[str, Any]:
         job = self._job(body.get("job_id"))
         params = {str(k): bundle_mod.param_str(v) for k, v in (body.get("job_parameters") or {}).items()}
-        spec = _with_notebook_params(job.spec, body.get("notebook_params"))
+        spec = with_notebook_params(job.spec, body.get("notebook_params"))
         local_id = runner.new_run_id()
         self._launch(job.key, spec, params, local_id)
         run_id = _runs.run_id_for(local_id)
@@ -331,9 +343,9 @@ class JobsService:
         if not chosen:
             raise invalid("nothing to repair: pass rerun_tasks or rerun_all_failed_tasks (no task failed)")
         if dependents:
-            chosen |= _downstream(spec, chosen)
-        sub = _restricted(spec, chosen)
-        sub = _with_notebook_params(sub, body.get("notebook_params"))
+            chosen |= downstream(spec, chosen)
+        sub = restricted(spec, chosen)
+        sub = with_notebook_params(sub, body.get("notebook_params"))
         run = view["base"]
         params = dict(run.parameters) if run else {}
         params.update({str(k): bundle_mod.param_str(v) for k, v in (body.get("job_parameters") or {}).items()})
@@ -449,9 +461,9 @@ class JobsService:
         tasks = []
         task_keys = [t.task_key for t in spec.topological_order()] if spec else list(outcomes)
         for key in task_keys:
-            tspec = _task_spec(spec, key)
-            tasks.append(self._task_view(key, tspec, outcomes, s, clusters, job_id))
-        life, result, message = _job_state(s, outcomes)
+            tspec = task_spec(spec, key)
+            tasks.append(task_view(key, tspec, outcomes, s, clusters, job_id))
+        life, result, message = job_state(s, outcomes)
         end = max((r.end for r in s["runs"].values() if r and r.end), default=None)
         start = run.start if run else None
         launch = s["launch"]
@@ -467,7 +479,7 @@ class JobsService:
             run_type=dbjobs.RunType.SUBMIT_RUN if job_id is None else dbjobs.RunType.JOB_RUN,
             trigger=dbjobs.TriggerType.ONE_TIME,
             state=dbjobs.RunState(life_cycle_state=life, result_state=result, state_message=message),
-            status=_status(life, result, message),
+            status=run_status(life, result, message),
             start_time=start_ms,
             end_time=ms(end) if end and life == dbjobs.RunLifeCycleState.TERMINATED else 0,
             setup_duration=0,
@@ -484,98 +496,9 @@ class JobsService:
                 for c in (spec.clusters.values() if spec else [])
             ],
             run_page_url=Path(run.output_dir).as_uri() if run and run.output_dir else None,
-            repair_history=self._repair_history(s, job_id),
+            repair_history=repair_history(s, job_id),
         )
         return view
-
-    def _task_view(
-        self,
-        key: str,
-        tspec: TaskSpec | None,
-        outcomes: dict[str, TaskRun],
-        s: dict[str, Any],
-        clusters: dict[tuple[str, str], str],
-        job_id: int | None,
-    ) -> dbjobs.RunTask:
-        t = outcomes.get(key)
-        lid = s["where"].get(key)
-        cluster_key = tspec.job_cluster_key if tspec else (t.compute.get("job_cluster_key") if t else None)
-        if t is not None and lid is not None:
-            life, result, message = _task_state(t, tspec, running=s["running"])
-            task_run_id = _runs.task_run_id_for(lid, key, t.attempt)
-            start, end = ms(t.start), ms(t.end)
-            attempt = max(0, t.attempt - 1)
-            page = Path(t.output_path).as_uri() if t.output_path and Path(t.output_path).is_absolute() else None
-        else:
-            deps_done = tspec is not None and all(
-                d in outcomes and outcomes[d].state == "SUCCESS" for d in tspec.depends_on
-            )
-            if s["running"]:
-                life = dbjobs.RunLifeCycleState.RUNNING if deps_done else dbjobs.RunLifeCycleState.BLOCKED
-                result, message = None, ("Running" if deps_done else "Waiting for upstream tasks")
-            else:
-                life, result, message = dbjobs.RunLifeCycleState.INTERNAL_ERROR, None, "; ".join(s["errors"]) or "not run"
-            base = s["repairs"][-1] if s["repairs"] else _runs.base_local_id(next(iter(s["runs"])))
-            task_run_id = _runs.task_run_id_for(base, key, 1)
-            start = end = None
-            attempt = 0
-            page = None
-            lid = base
-        notebook = None
-        if tspec is not None and tspec.notebook_path is not None:
-            notebook = dbjobs.NotebookTask(
-                notebook_path=str(tspec.notebook_path),
-                base_parameters=dict(tspec.base_parameters) or None,
-                source=dbjobs.Source.WORKSPACE,
-            )
-        cluster_id = clusters.get((lid, cluster_key)) if cluster_key else None
-        return dbjobs.RunTask(
-            task_key=key,
-            run_id=task_run_id,
-            attempt_number=attempt,
-            state=dbjobs.RunState(life_cycle_state=life, result_state=result, state_message=message),
-            status=_status(life, result, message),
-            start_time=start,
-            end_time=end or 0,
-            setup_duration=0,
-            cleanup_duration=0,
-            execution_duration=(end - start) if start and end else 0,
-            run_duration=(end - start) if start and end else None,
-            depends_on=[dbjobs.TaskDependency(task_key=d) for d in tspec.depends_on] if tspec else None,
-            run_if=dbjobs.RunIf(tspec.run_if) if tspec else None,
-            notebook_task=notebook,
-            run_job_task=dbjobs.RunJobTask(job_id=_runs.job_id_for(tspec.run_job) or 0)
-            if tspec and tspec.run_job
-            else None,
-            job_cluster_key=cluster_key,
-            cluster_instance=dbjobs.ClusterInstance(cluster_id=cluster_id) if cluster_id else None,
-            run_page_url=page,
-        )
-
-    def _repair_history(self, s: dict[str, Any], job_id: int | None) -> list[dbjobs.RepairHistoryItem] | None:
-        if not s["repairs"]:
-            return None
-        items = []
-        for i, lid in enumerate([_runs.base_local_id(s["repairs"][0]), *s["repairs"]]):
-            run = s["runs"].get(lid)
-            items.append(
-                dbjobs.RepairHistoryItem(
-                    type=dbjobs.RepairHistoryItemType.ORIGINAL if i == 0 else dbjobs.RepairHistoryItemType.REPAIR,
-                    id=None if i == 0 else _runs.run_id_for(lid),
-                    start_time=ms(run.start) if run else None,
-                    end_time=ms(run.end) if run and run.end else None,
-                    state=dbjobs.RunState(
-                        life_cycle_state=dbjobs.RunLifeCycleState.TERMINATED
-                        if run and run.end
-                        else dbjobs.RunLifeCycleState.RUNNING,
-                        result_state=_RESULT.get(run.state) if run and run.end else None,
-                    ),
-                    task_run_ids=[_runs.task_run_id_for(lid, k, t.attempt) for k, t in run.outcomes.items()]
-                    if run
-                    else [],
-                )
-            )
-        return items
 
     def get_output(self, q: dict[str, Any]) -> dict[str, Any]:
         rid = as_int(q.get("run_id"), "run_id")
@@ -597,8 +520,8 @@ class JobsService:
 
     def _output(self, lid: str, run: JobRun, t: TaskRun) -> dict[str, Any]:
         spec = self._spec_of(run.job)
-        tspec = _task_spec(spec, t.task_key)
-        life, result, message = _task_state(t, tspec, running=run.state == "RUNNING")
+        tspec = task_spec(spec, t.task_key)
+        life, result, message = task_state(t, tspec, running=run.state == "RUNNING")
         task_run_id = _runs.task_run_id_for(lid, t.task_key, t.attempt)
         metadata = dbjobs.Run(
             job_id=_runs.job_id_for(run.job),
@@ -615,7 +538,7 @@ class JobsService:
             overriding_parameters=dbjobs.RunParameters(notebook_params=dict(t.parameters)) if t.parameters else None,
         )
         error = f"{t.error_class}: {t.error_message}" if t.error_class else None
-        trace, last = _notebook_output(t.output_path)
+        trace, last = notebook_output(t.output_path)
         out = dbjobs.RunOutput(
             metadata=metadata,
             error=error,
@@ -628,305 +551,6 @@ class JobsService:
         )
         return out.as_dict()
 
-    # ------------------------------------------------------------------------- clusters
-
-    def _uses(self) -> list[_runs.ClusterUse]:
-        return _runs.cluster_uses(_runs.load_runs(self.env))
-
-    def list_clusters(self, q: dict[str, Any]) -> dict[str, Any]:
-        limit = as_int(q.get("page_size"), "page_size", 100)
-        offset = page_offset(q.get("page_token"))
-        uses = self._uses()
-        page, token = paginate(uses, limit=max(1, limit), offset=offset)
-        return dbcompute.ListClustersResponse(
-            clusters=[cluster_details(u) for u in page], next_page_token=token
-        ).as_dict()
-
-    def get_cluster(self, q: dict[str, Any]) -> dict[str, Any]:
-        return cluster_details(self._use(q.get("cluster_id"))).as_dict()
-
-    def _use(self, cluster_id: Any) -> _runs.ClusterUse:
-        for u in self._uses():
-            if u.cluster_id == cluster_id:
-                return u
-        raise invalid(f"Cluster {cluster_id} does not exist")
-
-    def events(self, body: dict[str, Any]) -> dict[str, Any]:
-        use = self._use(body.get("cluster_id"))
-        events = cluster_events(use)
-        if body.get("event_types"):
-            events = [e for e in events if e.type is not None and e.type.value in body["event_types"]]
-        if body.get("start_time"):
-            events = [e for e in events if (e.timestamp or 0) >= int(body["start_time"])]
-        if body.get("end_time"):
-            events = [e for e in events if (e.timestamp or 0) <= int(body["end_time"])]
-        if (body.get("order") or "DESC") == "DESC":
-            events.reverse()
-        limit = as_int(body.get("limit") or body.get("page_size"), "limit", 50)
-        offset = as_int(body.get("offset"), "offset", 0)
-        page = events[offset : offset + limit]
-        next_page = None
-        if offset + limit < len(events):
-            next_page = {k: v for k, v in body.items() if k not in ("page_token",)}
-            next_page.update(offset=offset + limit, limit=limit)
-        return dbcompute.GetEventsResponse(
-            events=page, total_count=len(events), next_page=dbcompute.GetEvents.from_dict(next_page) if next_page else None
-        ).as_dict()
-
-
-# ----------------------------------------------------------------------------- pure helpers
-
-_RESULT = {
-    "SUCCESS": dbjobs.RunResultState.SUCCESS,
-    "FAILED": dbjobs.RunResultState.FAILED,
-    "CANCELED": dbjobs.RunResultState.CANCELED,
-    "UPSTREAM_FAILED": dbjobs.RunResultState.UPSTREAM_FAILED,
-    "EXCLUDED": dbjobs.RunResultState.EXCLUDED,
-}
-
-
-def _normalized(settings: dict[str, Any]) -> dict[str, Any]:
-    """Settings as the SDK's JobSettings knows them (unknown keys dropped)."""
-    if not isinstance(settings, dict) or not settings.get("tasks"):
-        raise invalid("a job needs settings with at least one task")
-    body = {k: v for k, v in settings.items() if k not in ("job_id",)}
-    return dbjobs.JobSettings.from_dict(body).as_dict()
-
-
-def settings_of(spec: JobSpec, job_id_of: Callable[[str], int | None]) -> dict[str, Any]:
-    """A bundle job as Jobs API settings."""
-    tasks = []
-    for t in spec.tasks:
-        task: dict[str, Any] = {"task_key": t.task_key, "run_if": t.run_if}
-        if t.depends_on:
-            task["depends_on"] = [{"task_key": d} for d in t.depends_on]
-        if t.notebook_path is not None:
-            task["notebook_task"] = {
-                "notebook_path": str(t.notebook_path),
-                "base_parameters": dict(t.base_parameters),
-                "source": "WORKSPACE",
-            }
-        if t.run_job:
-            task["run_job_task"] = {"job_id": job_id_of(t.run_job), "job_parameters": dict(t.run_job_parameters)}
-        for name in ("max_retries", "min_retry_interval_millis", "timeout_seconds", "job_cluster_key", "existing_cluster_id"):
-            value = getattr(t, name)
-            if value is not None:
-                task[name] = value
-        task["retry_on_timeout"] = t.retry_on_timeout
-        tasks.append(task)
-    settings: dict[str, Any] = {
-        "name": spec.name,
-        "tasks": tasks,
-        "job_clusters": [{"job_cluster_key": c.key, "new_cluster": dict(c.raw)} for c in spec.clusters.values()],
-        "parameters": [{"name": k, "default": v} for k, v in spec.parameters.items()],
-        "max_concurrent_runs": 1,
-        "format": "MULTI_TASK",
-    }
-    if spec.description:
-        settings["description"] = spec.description
-    if spec.schedule:
-        settings["schedule"] = dataclasses.asdict(spec.schedule)
-    return dbjobs.JobSettings.from_dict(settings).as_dict()
-
-
-def _with_notebook_params(spec: JobSpec, notebook_params: Any) -> JobSpec:
-    """`notebook_params` of run-now override the notebook tasks' base parameters, as on Databricks."""
-    if not notebook_params:
-        return spec
-    extra = {str(k): bundle_mod.param_str(v) for k, v in dict(notebook_params).items()}
-    tasks = tuple(
-        dataclasses.replace(t, base_parameters={**t.base_parameters, **extra}) if t.notebook_path else t
-        for t in spec.tasks
-    )
-    return dataclasses.replace(spec, tasks=tasks)
-
-
-def _downstream(spec: JobSpec, chosen: set[str]) -> set[str]:
-    out: set[str] = set()
-    grew = True
-    while grew:
-        grew = False
-        for t in spec.tasks:
-            if t.task_key not in out | chosen and set(t.depends_on) & (out | chosen):
-                out.add(t.task_key)
-                grew = True
-    return out
-
-
-def _restricted(spec: JobSpec, keep: set[str]) -> JobSpec:
-    """The job with only `keep` tasks; dependencies on tasks not rerun are dropped (they ran before)."""
-    tasks = tuple(
-        dataclasses.replace(t, depends_on=tuple(d for d in t.depends_on if d in keep))
-        for t in spec.tasks
-        if t.task_key in keep
-    )
-    return dataclasses.replace(spec, tasks=tasks)
-
-
-def _task_spec(spec: JobSpec | None, key: str) -> TaskSpec | None:
-    if spec is None:
-        return None
-    try:
-        return spec.task(key)
-    except ConfigError:
-        return None
-
-
-def _task_state(
-    t: TaskRun, tspec: TaskSpec | None, *, running: bool
-) -> tuple[dbjobs.RunLifeCycleState, dbjobs.RunResultState | None, str]:
-    if t.state == "FAILED" and running and tspec is not None and t.attempt < runner._attempts(tspec):
-        return dbjobs.RunLifeCycleState.WAITING_FOR_RETRY, None, f"attempt {t.attempt} failed; retrying"
-    if t.state == "EXCLUDED":
-        return dbjobs.RunLifeCycleState.SKIPPED, dbjobs.RunResultState.EXCLUDED, "run_if condition not met"
-    message = {
-        "SUCCESS": "",
-        "FAILED": f"{t.error_class}: {t.error_message}" if t.error_class else "Task failed",
-        "UPSTREAM_FAILED": "Upstream task(s) failed",
-        "CANCELED": "Run canceled",
-    }.get(t.state, t.state)
-    return dbjobs.RunLifeCycleState.TERMINATED, _RESULT.get(t.state), message[:1000]
-
-
-def _job_state(
-    s: dict[str, Any], outcomes: dict[str, TaskRun]
-) -> tuple[dbjobs.RunLifeCycleState, dbjobs.RunResultState | None, str]:
-    if s["running"]:
-        started = any(s["runs"].values())
-        life = dbjobs.RunLifeCycleState.RUNNING if started else dbjobs.RunLifeCycleState.PENDING
-        return life, None, "In run" if started else "Waiting to start"
-    if s["errors"] and not outcomes:
-        return dbjobs.RunLifeCycleState.INTERNAL_ERROR, None, "; ".join(s["errors"])[:1000]
-    last = next((r for r in reversed(list(s["runs"].values())) if r), None)
-    states = {t.state for t in outcomes.values()}
-    if last is not None and last.state == "CANCELED":
-        return dbjobs.RunLifeCycleState.TERMINATED, dbjobs.RunResultState.CANCELED, "Run canceled"
-    if states & {"FAILED", "UPSTREAM_FAILED"}:
-        failed = sorted(k for k, t in outcomes.items() if t.state == "FAILED")
-        return dbjobs.RunLifeCycleState.TERMINATED, dbjobs.RunResultState.FAILED, f"Task {', '.join(failed)} failed"
-    if "CANCELED" in states:
-        return dbjobs.RunLifeCycleState.TERMINATED, dbjobs.RunResultState.CANCELED, "Run canceled"
-    return dbjobs.RunLifeCycleState.TERMINATED, dbjobs.RunResultState.SUCCESS, ""
-
-
-def _status(
-    life: dbjobs.RunLifeCycleState, result: dbjobs.RunResultState | None, message: str
-) -> dbjobs.RunStatus:
-    v2 = {
-        "TERMINATED": "TERMINATED",
-        "SKIPPED": "TERMINATED",
-        "INTERNAL_ERROR": "TERMINATED",
-        "RUNNING": "RUNNING",
-        "WAITING_FOR_RETRY": "WAITING",
-        "BLOCKED": "BLOCKED",
-        "PENDING": "PENDING",
-    }.get(life.value, "RUNNING")
-    status = dbjobs.RunStatus(state=dbjobs.RunLifecycleStateV2State(v2))
-    if v2 == "TERMINATED":
-        code, typ = {
-            "SUCCESS": ("SUCCESS", "SUCCESS"),
-            "FAILED": ("RUN_EXECUTION_ERROR", "CLIENT_ERROR"),
-            "CANCELED": ("USER_CANCELED", "SUCCESS"),
-            "UPSTREAM_FAILED": ("RUN_EXECUTION_ERROR", "CLIENT_ERROR"),
-            "EXCLUDED": ("SKIPPED", "SUCCESS"),
-        }.get(result.value if result else "", ("INTERNAL_ERROR", "INTERNAL_ERROR"))
-        status.termination_details = dbjobs.TerminationDetails(
-            code=dbjobs.TerminationCodeCode(code), type=dbjobs.TerminationTypeType(typ), message=message or None
-        )
-    return status
-
-
-def _notebook_output(path: str | None) -> tuple[str | None, str | None]:
-    """(error traceback, last text output) of an executed notebook."""
-    if not path or not Path(path).is_file():
-        return None, None
-    try:
-        nb = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None, None
-    trace, last = None, None
-    for cell in nb.get("cells", []):
-        for out in cell.get("outputs", []) or []:
-            if out.get("output_type") == "error":
-                trace = _ANSI.sub("", "\n".join(out.get("traceback") or []))
-            text = (out.get("data") or {}).get("text/plain") or out.get("text")
-            if text:
-                last = "".join(text) if isinstance(text, list) else str(text)
-    return trace, last
-
-
-def cluster_details(u: _runs.ClusterUse) -> dbcompute.ClusterDetails:
-    job_id = _runs.job_id_for(u.job_key)
-    auto = u.autoscale
-    spec = {k: v for k, v in u.spec.items() if k != "job_cluster_key"}
-    details: dict[str, Any] = {
-        "cluster_id": u.cluster_id,
-        "cluster_name": _runs.cluster_name(u),
-        "spark_version": u.spec.get("spark_version"),
-        "node_type_id": u.node_type_id,
-        "driver_node_type_id": u.driver_node_type_id,
-        "autotermination_minutes": u.spec.get("autotermination_minutes"),
-        "cluster_source": "JOB",
-        "creator_user_name": LOCAL_USER,
-        "state": "RUNNING" if u.running else "TERMINATED",
-        "state_message": "" if u.running else "Job finished",
-        "start_time": ms(u.start),
-        "custom_tags": u.spec.get("custom_tags") or None,
-        "default_tags": {
-            "Vendor": "Databricks",
-            "Creator": LOCAL_USER,
-            "ClusterName": _runs.cluster_name(u),
-            "ClusterId": u.cluster_id,
-            "JobId": str(job_id) if job_id is not None else "",
-            "RunName": u.job_name,
-        },
-        "spec": spec,
-    }
-    if auto:
-        details["autoscale"] = {"min_workers": auto[0], "max_workers": auto[1]}
-    else:
-        details["num_workers"] = u.workers
-    if not u.running:
-        details["terminated_time"] = ms(u.end)
-        details["termination_reason"] = {"code": "JOB_FINISHED", "type": "SUCCESS"}
-    return dbcompute.ClusterDetails.from_dict(details)
-
-
-def cluster_events(u: _runs.ClusterUse) -> list[dbcompute.ClusterEvent]:
-    """Lifecycle events of a job cluster, oldest first, timed by the run's tasks."""
-    start, end = ms(u.start) or 0, ms(u.end) or 0
-    size = dbcompute.ClusterSize(
-        num_workers=None if u.autoscale else u.workers,
-        autoscale=dbcompute.AutoScale(min_workers=u.autoscale[0], max_workers=u.autoscale[1]) if u.autoscale else None,
-    )
-    events = [
-        dbcompute.ClusterEvent(
-            cluster_id=u.cluster_id,
-            timestamp=start,
-            type=dbcompute.EventType.CREATING,
-            details=dbcompute.EventDetails(cluster_size=size, user=LOCAL_USER, job_run_name=_runs.cluster_name(u)),
-        ),
-        dbcompute.ClusterEvent(
-            cluster_id=u.cluster_id,
-            timestamp=start,
-            type=dbcompute.EventType.RUNNING,
-            details=dbcompute.EventDetails(current_num_workers=u.workers, target_num_workers=u.workers),
-        ),
-    ]
-    if not u.running:
-        reason = dbcompute.TerminationReason(
-            code=dbcompute.TerminationReasonCode.JOB_FINISHED, type=dbcompute.TerminationReasonType.SUCCESS
-        )
-        # The events API has no TERMINATED type: TERMINATING with its reason is the last event.
-        events.append(
-            dbcompute.ClusterEvent(
-                cluster_id=u.cluster_id,
-                timestamp=end,
-                type=dbcompute.EventType.TERMINATING,
-                details=dbcompute.EventDetails(reason=reason),
-            )
-        )
-    return events
 
 
 def job_not_found(exc: JobNotFoundError) -> ApiError:

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from databricks.sdk.service import sql as dbsql
 
+from retail_lakehouse.local._clusters import ClustersService
 from retail_lakehouse.local._common import WORKSPACE_ID, ApiError, RawBody, as_int, invalid
 from retail_lakehouse.local._files import WorkspaceFiles
 from retail_lakehouse.local._jobs import JobsService
@@ -76,6 +77,7 @@ class LocalWorkspace:
     statements: StatementService = field(repr=False)
     jobs: JobsService = field(repr=False)
     files: WorkspaceFiles = field(repr=False)
+    clusters: ClustersService = field(repr=False)
     _httpd: ThreadingHTTPServer = field(repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
 
@@ -133,9 +135,9 @@ def _routes(ws: LocalWorkspace) -> list[tuple[str, re.Pattern[str], Handler]]:
         ("GET", v + r"/jobs/runs/list", lambda q, b, m: jobs.list_runs(q)),
         ("POST", v + r"/jobs/runs/cancel", lambda q, b, m: jobs.cancel(b)),
         ("POST", v + r"/jobs/runs/repair", lambda q, b, m: jobs.repair(b)),
-        ("GET", v + r"/clusters/list", lambda q, b, m: jobs.list_clusters(q)),
-        ("GET", v + r"/clusters/get", lambda q, b, m: jobs.get_cluster(q)),
-        ("POST", v + r"/clusters/events", lambda q, b, m: jobs.events(b)),
+        ("GET", v + r"/clusters/list", lambda q, b, m: ws.clusters.list_clusters(q)),
+        ("GET", v + r"/clusters/get", lambda q, b, m: ws.clusters.get_cluster(q)),
+        ("POST", v + r"/clusters/events", lambda q, b, m: ws.clusters.events(b)),
         ("POST", r"/api/2\.0/workspace/import", lambda q, b, m: files.import_(b)),
         ("GET", r"/api/2\.0/workspace/export", lambda q, b, m: files.export(q)),
         ("POST", r"/api/2\.0/workspace/mkdirs", lambda q, b, m: files.mkdirs(b)),
@@ -377,6 +379,7 @@ def start(
         statements=statements,
         jobs=jobs,
         files=files,
+        clusters=ClustersService(env),
         _httpd=httpd,
     )
     statements.host = ws.host
