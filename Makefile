@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
 	$(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode -e '.[dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
-	$(BIN)/python -m retail_lakehouse.jobs.kernels >/dev/null
+	$(BIN)/lakehouse kernels install >/dev/null
 	touch $(STAMP)
 
 demo: setup

@@ -36,8 +36,9 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from retail_lakehouse.jobs.runner import run_job
+    from retail_lakehouse.ops import KERNEL_PRELOAD
 
-    run = run_job(args.job, _kv(args.param), env=args.env)
+    run = run_job(args.job, _kv(args.param), env=args.env, preload=KERNEL_PRELOAD)
     for task in run.tasks:
         line = f"  {task.task_key:<32} attempt {task.attempt}  {task.state:<15} {task.duration:6.1f}s"
         if task.error_class:
@@ -100,6 +101,12 @@ def cmd_workspace(args: argparse.Namespace) -> int:
 def cmd_kernels(args: argparse.Namespace) -> int:
     from retail_lakehouse.jobs import _zygote
 
+    if args.action == "install":
+        from retail_lakehouse.jobs.kernels import install_kernel_spec
+        from retail_lakehouse.ops import KERNEL_PRELOAD
+
+        print(install_kernel_spec(preload=KERNEL_PRELOAD))
+        return 0
     if args.action == "stop":
         stopped = _zygote.stop_servers()
         print(f"stopped {len(stopped)} kernel fork server(s)" + (f": pids {', '.join(map(str, stopped))}" if stopped else ""))
@@ -181,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
     p.set_defaults(func=cmd_workspace)
 
-    p = sub.add_parser("kernels", help="the fork server that gives warm notebook kernels (status, stop)")
-    p.add_argument("action", choices=["status", "stop"])
+    p = sub.add_parser("kernels", help="warm notebook kernels: install the `lakehouse-warm` spec, fork server status, stop")
+    p.add_argument("action", choices=["install", "status", "stop"])
     p.set_defaults(func=cmd_kernels)
 
     p = sub.add_parser("deploy", help="upload notebooks and library, create or update the jobs of databricks.yml")

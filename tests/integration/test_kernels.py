@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from retail_lakehouse.ops import KERNEL_PRELOAD
+
 pytestmark = pytest.mark.slow
 
 
@@ -74,7 +76,7 @@ def test_each_notebook_gets_its_own_forked_warm_kernel(home, tmp_path):
 
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
     a_dir.mkdir(), b_dir.mkdir()
-    with KernelPool(size=2, budget=3) as pool:
+    with KernelPool(size=2, budget=3, preload=KERNEL_PRELOAD) as pool:
         a, b = pool.acquire(a_dir), pool.acquire(b_dir)
         try:
             counts: list[int] = []
@@ -124,7 +126,7 @@ def test_cold_kernels_without_the_fork_server(home, monkeypatch, tmp_path):
     from retail_lakehouse.jobs.kernels import KernelPool
 
     monkeypatch.setenv("LAKEHOUSE_FORK_KERNELS", "0")
-    with KernelPool(size=1, budget=1) as pool:
+    with KernelPool(size=1, budget=1, preload=KERNEL_PRELOAD) as pool:
         km = pool.acquire(tmp_path)
         try:
             probe = json.loads(run(km, PROBE))
@@ -276,3 +278,23 @@ def test_a_cold_interpreter_imports_notebook_machinery_before_any_thread(home, t
     assert "partially initialized" not in proc.stderr
     assert "warm kernel failed" not in proc.stderr
     assert "without encryption" not in proc.stderr
+
+
+def test_kernels_import_what_their_caller_names_and_nothing_of_the_layers_above(home, monkeypatch, tmp_path):
+    """The job runtime names no pipeline or ops module: a kernel imports what the pool's caller
+    names (plain kernels here, so that the shared fork server's earlier imports do not count)."""
+    from retail_lakehouse.jobs.kernels import KernelPool
+
+    monkeypatch.setenv("LAKEHOUSE_FORK_KERNELS", "0")
+    probe = "import sys; print(sorted(m for m in sys.modules if m.startswith(('retail_lakehouse.ops', " \
+            "'retail_lakehouse.pipeline'))))"
+    seen = {}
+    for preload in ((), ("retail_lakehouse.pipeline.gold",)):
+        with KernelPool(size=1, budget=1, preload=preload) as pool:
+            km = pool.acquire(tmp_path)
+            try:
+                seen[preload] = run(km, probe)
+            finally:
+                pool.release(km)
+    assert seen[()].strip() == "[]"
+    assert "'retail_lakehouse.pipeline.gold'" in seen[("retail_lakehouse.pipeline.gold",)]

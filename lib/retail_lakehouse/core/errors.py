@@ -74,6 +74,22 @@ class JobFailedError(LakehouseError):
         self.failed_tasks = failed_tasks
 
 
+class ProcedureFailedError(LakehouseError):
+    """An ops procedure ran to its end but its outcome did not hold: read the message, fix the cause, re-run.
+
+    Raised by the outcome objects' `raise_for_status()`; the message is the outcome's own.
+
+    Attributes:
+        procedure: the ops procedure (its notebook's name), e.g. ``backfill``.
+        run_id: the job run the procedure launched or repaired, if any.
+    """
+
+    def __init__(self, message: str, *, procedure: str, run_id: int | str | None = None) -> None:
+        super().__init__(message)
+        self.procedure = procedure
+        self.run_id = run_id
+
+
 class CheckFailedError(LakehouseError):
     """A data-quality check with criticality `error` failed (results were written first)."""
 
@@ -84,3 +100,20 @@ class ConfirmationRequired(LakehouseError):
 
 class SourceError(LakehouseError):
     """A source system is unreachable or sent data that cannot be read; bronze was left unchanged."""
+
+
+class KernelError(LakehouseError):
+    """A notebook kernel could not be started or warmed (callers fall back to a plain kernel)."""
+
+
+class TaskNotFoundError(LakehouseError):
+    """A job run has no task of that key; the message lists the tasks it has."""
+
+
+class BookBuildError(LakehouseError):
+    """The site could not be built: an example run failed or Sphinx reported a warning."""
+
+
+class DrillError(LakehouseError):
+    """A drill could not break the lakehouse as it should (its set-up job failed)."""
+

@@ -41,12 +41,17 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_client.provisioning import LocalProvisioner
+from traitlets import List, Unicode
+
+from retail_lakehouse.core.errors import KernelError
 
 __all__ = ["ForkProvisioner", "ZygoteError", "enabled", "running_servers", "spawn", "stop_servers"]
 
 log = logging.getLogger(__name__)
 
-# What a kernel running a pipeline or ops notebook imports anyway (the heavy part of its start).
+# What any kernel of this project imports anyway (the heavy part of its start). The modules of the
+# layers above (pipeline, ops) come with each request: its caller names them (`preload`), the server
+# imports them once, before forking, so later kernels have them too.
 PRELOAD = (
     "ipykernel.kernelapp",
     "ipykernel.ipkernel",
@@ -57,11 +62,6 @@ PRELOAD = (
     "pyspark.sql.connect.session",
     "pyspark.sql.functions",
     "retail_lakehouse.core.params",
-    "retail_lakehouse.pipeline.ingest",
-    "retail_lakehouse.pipeline.silver",
-    "retail_lakehouse.pipeline.gold",
-    "retail_lakehouse.pipeline.quality",
-    "retail_lakehouse.ops",
     "plotly.graph_objects",
     "plotly.express",
     "plotly.io",
@@ -80,7 +80,7 @@ START_TIMEOUT = 90.0
 _MAX_REQUEST = 1 << 20
 
 
-class ZygoteError(RuntimeError):
+class ZygoteError(KernelError):
     """The fork server could not start or fork (callers fall back to launching a process)."""
 
 
@@ -122,26 +122,33 @@ def _paths(python: str) -> tuple[Path, str]:
 # ----------------------------------------------------------------------------- client side
 
 
-def spawn(python: str, argv: list[str], cwd: str, env: dict[str, str]) -> int:
+def spawn(
+    python: str, argv: list[str], cwd: str, env: dict[str, str], preload: list[str] | tuple[str, ...] = ()
+) -> int:
     """Fork a kernel `python -m ipykernel_launcher *argv` from the shared server (started if needed).
+
+    `preload`: modules the kernel will import, imported by the server first (once) if it has not.
 
     Raises:
         ZygoteError: no server could be started or it refused; launch the kernel as a process.
     """
     sock_path, py = _paths(python)
     try:
-        return _request(sock_path, argv, cwd, env)
+        return _request(sock_path, argv, cwd, env, preload)
     except (FileNotFoundError, ConnectionRefusedError):
         pass  # not running (or it just stopped): start one
     _start(python, sock_path, py)
     try:
-        return _request(sock_path, argv, cwd, env)
+        return _request(sock_path, argv, cwd, env, preload)
     except OSError as exc:
         raise ZygoteError(f"fork server {sock_path} did not answer: {exc}") from exc
 
 
-def _request(sock_path: Path, argv: list[str], cwd: str, env: dict[str, str]) -> int:
-    payload = json.dumps({"argv": argv, "cwd": cwd, "env": env, "client_pid": os.getpid()}).encode() + b"\n"
+def _request(
+    sock_path: Path, argv: list[str], cwd: str, env: dict[str, str], preload: list[str] | tuple[str, ...] = ()
+) -> int:
+    request = {"argv": argv, "cwd": cwd, "env": env, "client_pid": os.getpid(), "preload": list(preload)}
+    payload = json.dumps(request).encode() + b"\n"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(30)
         conn.connect(str(sock_path))
@@ -302,6 +309,9 @@ class ForkProvisioner(LocalProvisioner):  # type: ignore[misc]
     warning into every papermill run.
     """
 
+    preload = List(Unicode(), help="modules the kernel imports: the fork server imports them first").tag(
+        config=True
+    )
     _sockets: str | None = None
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
@@ -328,7 +338,7 @@ class ForkProvisioner(LocalProvisioner):  # type: ignore[misc]
         cwd = str(kwargs.get("cwd") or os.getcwd())
         env = {str(k): str(v) for k, v in (kwargs.get("env") or os.environ).items()}
         try:
-            pid = spawn(cmd[0], argv, cwd, env)
+            pid = spawn(cmd[0], argv, cwd, env, list(self.preload))
         except (ZygoteError, OSError, ValueError) as exc:
             log.warning("fork server unavailable (%s): launching the kernel as a new process", exc)
             return await super().launch_kernel(cmd, **kwargs)
@@ -346,8 +356,6 @@ def _serve(sock_path: Path, idle_minutes: float) -> None:
 
     for name in PRELOAD:
         importlib.import_module(name)
-    for module in sorted(Path(__file__).parent.parent.joinpath("ops").glob("[a-z]*.py")):  # every ops procedure
-        importlib.import_module(f"retail_lakehouse.ops.{module.stem}")
     _exercise()
 
     def reap(*_: object) -> None:
@@ -434,6 +442,7 @@ def _handle(conn: socket.socket, listener: socket.socket) -> bool:
             return False
         argv, cwd, env = list(request["argv"]), str(request["cwd"]), dict(request["env"])
         client = int(request.get("client_pid") or 0)
+        _preload([str(m) for m in request.get("preload") or []])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         with contextlib.suppress(OSError):
             conn.sendall(json.dumps({"error": f"bad request: {exc}"}).encode() + b"\n")
@@ -449,6 +458,18 @@ def _handle(conn: socket.socket, listener: socket.socket) -> bool:
     with contextlib.suppress(OSError):
         conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
     return True
+
+
+def _preload(modules: list[str]) -> None:
+    """Import what a request names, once, before forking (a module that fails is the kernel's to report)."""
+    import importlib
+
+    for name in modules:
+        if name not in sys.modules:
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # the kernel imports it again and shows the error to its user
+                print(f"preload {name}: {type(exc).__name__}: {exc}", flush=True)
 
 
 def _child(argv: list[str], cwd: str, env: dict[str, str], client: int, fds: list[int]) -> None:

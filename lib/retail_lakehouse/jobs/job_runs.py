@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from retail_lakehouse.core.errors import JobFailedError
+from retail_lakehouse.core.errors import JobFailedError, TaskNotFoundError
 
 __all__ = ["JOB_RUNS_SCHEMA", "JobRun", "Recorder", "TaskRun", "row", "stable_id", "workspace_run_id"]
 
@@ -125,11 +125,11 @@ class JobRun:
         """The last attempt of a task (its outcome).
 
         Raises:
-            KeyError: the task did not run in this run.
+            TaskNotFoundError: the task did not run in this run.
         """
         runs = self.attempts(task_key)
         if not runs:
-            raise KeyError(
+            raise TaskNotFoundError(
                 f"run {self.run_id} has no task {task_key!r}; tasks: {sorted({t.task_key for t in self.tasks})}"
             )
         return runs[-1]

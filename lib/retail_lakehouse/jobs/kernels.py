@@ -13,7 +13,7 @@ one task to the next.
         finally:
             pool.release(km)
 
-`python -m retail_lakehouse.jobs.kernels` installs the `lakehouse-warm` kernel spec (the `python3`
+`lakehouse kernels install` (run by `make`) installs the `lakehouse-warm` kernel spec (the `python3`
 kernel, launched by forking), which any Jupyter client can name, e.g.
 `pytest --nbmake --nbmake-kernel=lakehouse-warm`.
 """
@@ -27,8 +27,11 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from retail_lakehouse.core.errors import KernelError
 
 if TYPE_CHECKING:
     from jupyter_client.manager import KernelManager
@@ -44,19 +47,19 @@ _IPC_PREFIX = "lakehouse-kernel-"
 _WARM_UP = """\
 import os as __os
 import retail_lakehouse.jobs.kernels as __k
-__k._warm_up(__os.environ.get("LAKEHOUSE_ENV") or "local")
+__k.warm_up(__os.environ.get("LAKEHOUSE_ENV") or "local", {modules!r})
 del __os, __k
 """
 _ON_ACQUIRE = """\
 import os as __os
 import retail_lakehouse.jobs.kernels as __k
 __os.chdir({cwd!r})
-__k._refresh(__os.environ.get("LAKEHOUSE_ENV") or "local")
+__k.refresh(__os.environ.get("LAKEHOUSE_ENV") or "local")
 del __os, __k
 """
 
 
-class WarmKernelError(RuntimeError):
+class WarmKernelError(KernelError):
     """A kernel could not be started or warmed (the runner then starts a cold one)."""
 
 
@@ -100,12 +103,21 @@ class KernelPool:
         budget: kernels started in total at most (the notebook tasks the run has): no kernel is
             warmed for a task that will never come. A retry past the budget still gets one.
         extra_arguments: kernel command-line arguments (nbclient's in-memory history by default).
+        preload: modules the notebooks import (e.g. the pipeline's), imported while the kernel warms.
     """
 
-    def __init__(self, size: int, budget: int, *, extra_arguments: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        budget: int,
+        *,
+        extra_arguments: list[str] | None = None,
+        preload: Sequence[str] = (),
+    ) -> None:
         import_notebook_machinery()  # before the first warm-kernel thread, and the caller's papermill
         self.size, self.budget = max(0, size), max(0, budget)
         self.extra_arguments = extra_arguments or ["--HistoryManager.hist_file=:memory:"]
+        self.preload = tuple(preload)
         self._ready: list[KernelManager] = []
         self._starting = 0
         self._started = 0
@@ -137,7 +149,7 @@ class KernelPool:
             km = self._ready.pop(0) if self._ready else None
         self._fill()
         if km is None:  # every warm start failed: one cold try, errors to the caller
-            km = _start_kernel(self.extra_arguments)
+            km = _start_kernel(self.extra_arguments, self.preload)
         try:
             _execute_silently(km, _ON_ACQUIRE.format(cwd=str(cwd)))
         except Exception:
@@ -185,8 +197,8 @@ class KernelPool:
     def _start_one(self) -> None:
         km: KernelManager | None = None
         try:
-            km = _start_kernel(self.extra_arguments)
-            _execute_silently(km, _WARM_UP)
+            km = _start_kernel(self.extra_arguments, self.preload)
+            _execute_silently(km, _WARM_UP.format(modules=list(self.preload)))
         except Exception as exc:  # the caller falls back to a cold kernel
             log.warning("warm kernel failed to start: %s", exc)
             if km is not None:
@@ -228,14 +240,16 @@ def _new_manager() -> KernelManager:
     return km
 
 
-def _start_kernel(extra_arguments: list[str]) -> KernelManager:
+def _start_kernel(extra_arguments: list[str], preload: Sequence[str] = ()) -> KernelManager:
     """A started kernel, forked from the user's shared fork server (see _zygote; the provisioner
     launches a plain process when forking is off or the server cannot be had)."""
     from retail_lakehouse.jobs._zygote import ForkProvisioner
 
     km = _new_manager()
     km.kernel_id = str(uuid.uuid4())
-    km.provisioner = ForkProvisioner(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km)
+    km.provisioner = ForkProvisioner(
+        kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km, preload=list(preload)
+    )
     try:
         km.start_kernel(extra_arguments=list(extra_arguments))
     except Exception as exc:
@@ -281,19 +295,25 @@ def _shutdown(km: KernelManager) -> None:
 # ----------------------------------------------------------------------------- inside the kernel
 
 
-def _warm_up(env: str) -> None:
-    """Import what pipeline notebooks use and open the engine session (locally only)."""
+def warm_up(env: str, modules: Sequence[str] = ()) -> None:
+    """Import what the notebooks use (`modules`, named by the pool's caller) and open the engine
+    session (locally only)."""
+    import importlib
+
     import pandas  # noqa: F401
     import pyspark.sql.functions  # noqa: F401
 
-    from retail_lakehouse import engine  # noqa: F401
+    from retail_lakehouse import engine
     from retail_lakehouse.core.config import load_settings
+
+    for name in modules:
+        importlib.import_module(name)
 
     if load_settings(env).is_local and os.environ.get("SPARK_REMOTE"):
         engine.get_spark(env)
 
 
-def _refresh(env: str) -> None:
+def refresh(env: str) -> None:
     """Register the tables created since the session opened (by the tasks that ran meanwhile)."""
     from retail_lakehouse import engine
     from retail_lakehouse.core.config import load_settings
@@ -307,8 +327,16 @@ def _refresh(env: str) -> None:
 WARM_SPEC = "lakehouse-warm"
 
 
-def install_kernel_spec(prefix: str | None = None) -> str:
-    """Install the `lakehouse-warm` kernel spec into `prefix` (default: this environment)."""
+def install_kernel_spec(prefix: str | None = None, *, preload: Sequence[str] = ()) -> str:
+    """Install the `lakehouse-warm` kernel spec into `prefix` (default: this environment).
+
+    Args:
+        prefix: the environment's prefix (default: this interpreter's).
+        preload: modules its kernels import; the fork server imports them once, before forking.
+
+    Returns:
+        The folder of the installed spec.
+    """
     import json
     import sys
 
@@ -319,12 +347,14 @@ def install_kernel_spec(prefix: str | None = None) -> str:
         "argv": python.argv,
         "display_name": "Python 3 (lakehouse, warm)",
         "language": "python",
-        "metadata": {"kernel_provisioner": {"provisioner_name": "lakehouse-fork-provisioner"}},
+        "metadata": {
+            "kernel_provisioner": {
+                "provisioner_name": "lakehouse-fork-provisioner",
+                "config": {"preload": list(preload)},
+            }
+        },
     }
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "kernel.json").write_text(json.dumps(spec, indent=1))
         return KernelSpecManager().install_kernel_spec(tmp, WARM_SPEC, prefix=prefix or sys.prefix)
 
-
-if __name__ == "__main__":
-    print(install_kernel_spec())

@@ -30,7 +30,7 @@ from retail_lakehouse.jobs.job_runs import JobRun, Recorder, TaskRun, row
 from retail_lakehouse.jobs.kernels import KERNEL_NAME, KernelPool
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 __all__ = ["JobRun", "TaskRun", "load_run", "new_run_id", "run_job"]
 
@@ -83,6 +83,7 @@ def run_job(
     bundle: Bundle | str | Path | None = None,
     cancel: threading.Event | None = None,
     warm_kernels: bool | None = None,
+    preload: Sequence[str] = (),
 ) -> JobRun:
     """Run a job of the bundle locally and record it.
 
@@ -99,6 +100,8 @@ def run_job(
         cancel: set it from another thread to cancel the run (running notebooks finish first).
         warm_kernels: start each task's kernel ahead, library imported and engine session open
             (default: on, unless `LAKEHOUSE_WARM_KERNELS=0`). Each kernel still runs one notebook.
+        preload: modules the notebooks import, imported while a warm kernel waits for its task
+            (the caller names them: e.g. `retail_lakehouse.ops.KERNEL_PRELOAD`).
 
     Returns:
         The run. A failed run is returned, not raised: call `raise_for_state()` to raise.
@@ -123,7 +126,7 @@ def run_job(
     if warm_kernels is None:
         warm_kernels = os.environ.get("LAKEHOUSE_WARM_KERNELS", "1") != "0"
     parallel = max_parallel or min(2, os.cpu_count() or 1)
-    pool = KernelPool(size=parallel if warm_kernels else 0, budget=_notebook_tasks(b, job))
+    pool = KernelPool(size=parallel if warm_kernels else 0, budget=_notebook_tasks(b, job), preload=preload)
     execution = _Execution(
         bundle=b,
         job=job,

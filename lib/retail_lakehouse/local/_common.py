@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from retail_lakehouse.core.errors import LakehouseError
+
 LOCAL_USER = "local-user"
 WORKSPACE_ID = "1000000000000000"
 ACCOUNT_ID = "00000000-0000-0000-0000-000000000000"
 
 
-class ApiError(Exception):
+class ApiError(LakehouseError):
     """An error answered as Databricks does: HTTP status and `{"error_code", "message"}`."""
 
     def __init__(self, status: int, error_code: str, message: str) -> None:

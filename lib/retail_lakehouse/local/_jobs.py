@@ -49,6 +49,7 @@ from retail_lakehouse.local._run_states import (
     task_view,
     with_notebook_params,
 )
+from retail_lakehouse.ops import KERNEL_PRELOAD
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -298,7 +299,9 @@ class JobsService:
 
         def target() -> None:
             try:
-                runner.run_job(key, resolved, env=self.env, run_id=local_id, bundle=b, cancel=cancel)
+                runner.run_job(
+                    key, resolved, env=self.env, run_id=local_id, bundle=b, cancel=cancel, preload=KERNEL_PRELOAD
+                )
             except Exception as exc:  # reported as INTERNAL_ERROR of the run, never kills the server
                 launch.error = f"{type(exc).__name__}: {exc}"
 

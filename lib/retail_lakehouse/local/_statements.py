@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from databricks.sdk.service import sql as dbsql
 
+from retail_lakehouse.core.errors import LakehouseError
 from retail_lakehouse.local import _query_history, _results
 from retail_lakehouse.local._common import (
     LOCAL_USER,
@@ -437,7 +438,7 @@ def type_text(t: Any) -> str:
     return t.simpleString().upper()
 
 
-class _Canceled(Exception):
+class _Canceled(LakehouseError):
     """The statement was canceled while it ran."""
 
 

@@ -19,6 +19,7 @@ def run_demo(*, scale_factor: float = 0.2, days: int = 7, increments: int = 2, s
     """
     from retail_lakehouse import engine
     from retail_lakehouse.jobs.runner import run_job
+    from retail_lakehouse.ops import KERNEL_PRELOAD
     from retail_lakehouse.sandbox.generate import generate
 
     settings = load_settings("local")
@@ -38,7 +39,7 @@ def run_demo(*, scale_factor: float = 0.2, days: int = 7, increments: int = 2, s
         label = "initial load" if step == 0 else f"daily increment {step}"
         last_day = START + dt.timedelta(days=n_days - 1)
         print(f"[{label}] sources through {last_day} ...", flush=True)
-        run = run_job("retail_daily", env="local")
+        run = run_job("retail_daily", env="local", preload=KERNEL_PRELOAD)
         failed = [t for t in run.tasks if t.state not in ("SUCCESS",) and t.attempt and t.state == "FAILED"]
         print(f"[{label}] retail_daily {run.run_id}: {run.state} in {time.perf_counter() - started:.1f}s")
         if run.state != "SUCCESS":

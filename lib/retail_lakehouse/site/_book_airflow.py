@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from retail_lakehouse.core.config import PROJECT_ROOT
+from retail_lakehouse.core.errors import BookBuildError
 from retail_lakehouse.site._book_runs import (
     GENERATED,
     OPS_DIR,
@@ -138,7 +139,7 @@ def keep() -> set[str]:
 # ---------------------------------------------------------------------------------------------
 
 
-class ExampleFailed(Exception):
+class ExampleFailed(BookBuildError):
     """A step of the example failed; the message says which."""
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retail_lakehouse.core.config import PROJECT_ROOT
+from retail_lakehouse.core.errors import BookBuildError
 
 if TYPE_CHECKING:
     from retail_lakehouse.jobs.kernels import KernelPool
@@ -241,10 +242,10 @@ def _prepare_lakehouse(home: Path) -> None:
         return
     print(f"[book] demo lakehouse: building a small one in {home} ({DEMO})", flush=True)
     if run_demo(**DEMO) != 0:
-        raise SystemExit(f"[book] the demo lakehouse could not be built in {home}; see the job output above")
+        raise BookBuildError(f"[book] the demo lakehouse could not be built in {home}; see the job output above")
 
 
-class RunFailed(Exception):
+class RunFailed(BookBuildError):
     """An example run failed (its drill or its notebook)."""
 
 
@@ -329,9 +330,10 @@ def execute_runs(home: Path, jobs: list[tuple[str, str, str]]) -> None:
 
     engine.start_local_server()  # the notebooks' kernels share this engine (SPARK_REMOTE)
     from retail_lakehouse.jobs.kernels import KernelPool
+    from retail_lakehouse.ops import KERNEL_PRELOAD
 
     failures: list[str] = []
-    pool = KernelPool(size=1, budget=len(jobs))
+    pool = KernelPool(size=1, budget=len(jobs), preload=KERNEL_PRELOAD)
     try:
         pool.__enter__()
         # Every run is attempted: one broken procedure must not hide (or block the cache of) the others.
@@ -348,7 +350,7 @@ def execute_runs(home: Path, jobs: list[tuple[str, str, str]]) -> None:
         pool.close()
         engine.stop_local_server()
     if failures:
-        raise SystemExit(f"[book] {len(failures)} example run(s) failed:\n" + "\n".join(failures))
+        raise BookBuildError(f"[book] {len(failures)} example run(s) failed:\n" + "\n".join(failures))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -356,7 +358,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", required=True, type=Path)
     parser.add_argument("--jobs", required=True, help="JSON list of [notebook, drill, key]")
     args = parser.parse_args(argv)
-    execute_runs(args.home.resolve(), [tuple(job) for job in json.loads(args.jobs)])
+    try:
+        execute_runs(args.home.resolve(), [tuple(job) for job in json.loads(args.jobs)])
+    except BookBuildError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     return 0
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retail_lakehouse.core.config import PROJECT_ROOT, lakehouse_home
-from retail_lakehouse.core.errors import LakehouseError
+from retail_lakehouse.core.errors import BookBuildError, LakehouseError
 from retail_lakehouse.site import _book_airflow as airflow_example
 from retail_lakehouse.site import _book_pages as pages
 from retail_lakehouse.site import _book_runs as runs
@@ -37,10 +37,6 @@ BUILD_DIR = PROJECT_ROOT / "_build"
 HTML_DIR = BUILD_DIR / "html"
 
 CHAPTERS = runs.CHAPTERS
-
-
-class BookBuildError(LakehouseError):
-    """The site could not be built: an example run failed or Sphinx reported a warning."""
 
 
 @dataclass

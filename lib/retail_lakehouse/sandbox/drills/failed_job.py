@@ -16,6 +16,7 @@ def failed_job() -> DrillResult:
     from retail_lakehouse.databricks.bundle import load_bundle
     from retail_lakehouse.jobs import runner
     from retail_lakehouse.jobs.job_runs import workspace_run_id
+    from retail_lakehouse.ops import KERNEL_PRELOAD
 
     path = load_settings("local").sqlite_path()
     assert path is not None
@@ -27,7 +28,7 @@ def failed_job() -> DrillResult:
     once = dataclasses.replace(job, tasks=tuple(dataclasses.replace(t, max_retries=0) for t in job.tasks))
     bundle = dataclasses.replace(bundle, jobs={**bundle.jobs, job.key: once})
     try:
-        run = runner.run_job(JOB, env="local", bundle=bundle)
+        run = runner.run_job(JOB, env="local", bundle=bundle, preload=KERNEL_PRELOAD)
     finally:
         moved.replace(path)  # the database is back: a retry now succeeds
     failed = sorted(k for k, t in run.outcomes.items() if t.state == "FAILED")

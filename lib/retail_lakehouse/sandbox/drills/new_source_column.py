@@ -6,6 +6,7 @@ import datetime as dt
 import re
 import sqlite3
 
+from retail_lakehouse.core.errors import DrillError
 from retail_lakehouse.sandbox.drills import DrillResult, register
 
 
@@ -21,6 +22,7 @@ def new_source_column() -> DrillResult:
     """
     from retail_lakehouse.core.config import load_settings
     from retail_lakehouse.jobs.runner import run_job
+    from retail_lakehouse.ops import KERNEL_PRELOAD
     from retail_lakehouse.sandbox.generate import DefectRates, generate
 
     settings = load_settings("local")
@@ -38,9 +40,9 @@ def new_source_column() -> DrillResult:
              defects=DefectRates.load(schema_change_day=change_day), oltp_path=oltp, landing_dir=landing)
     with sqlite3.connect(oltp) as conn:
         with_code = conn.execute("SELECT count(DISTINCT order_id) FROM orders WHERE promo_code IS NOT NULL").fetchone()[0]
-    run = run_job("retail_ingestion", env="local")
+    run = run_job("retail_ingestion", env="local", preload=KERNEL_PRELOAD)
     if run.state != "SUCCESS":
-        raise RuntimeError(f"drill new_source_column: retail_ingestion ended {run.state}")
+        raise DrillError(f"drill new_source_column: retail_ingestion ended {run.state}")
     arrival = start + dt.timedelta(days=change_day)
     return DrillResult(
         name="new_source_column",
