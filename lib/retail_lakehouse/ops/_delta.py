@@ -9,10 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from retail_lakehouse.core.config import load_settings
 from retail_lakehouse.core.errors import LakehouseError, SqlError, TableNotFoundError
@@ -105,10 +102,24 @@ def columns(w: WorkspaceClient, ref: TableRef) -> list[str]:
 
 @cache
 def lineage() -> dict[str, list[str]]:
-    """Table ref -> refs built directly from it (`ops/lineage.yaml`)."""
-    text = resources.files("retail_lakehouse").joinpath("ops/lineage.yaml").read_text()
-    raw = yaml.safe_load(text) or {}
-    return {str(k): [str(x) for x in (v or [])] for k, v in (raw.get("downstream") or {}).items()}
+    """Table ref -> refs built directly from it, as the pipeline declares it: each silver rule set's
+    `source` (bronze -> silver and its quarantine) and what each gold build reads (`gold.SOURCES`).
+
+    Foreign-key and lookup references are not lineage: they validate rows, and restoring a table
+    they name does not rebuild the tables that reference it.
+    """
+    from retail_lakehouse.pipeline import gold, silver
+
+    graph: dict[str, list[str]] = {}
+    for name in silver.SILVER_TABLES:
+        rules = silver.rule_set(name)
+        graph.setdefault(rules.source, []).extend([f"silver.{name}", f"silver.{name}_quarantine"])
+        graph.setdefault(f"silver.{name}", [])
+    for target, sources in gold.SOURCES.items():
+        graph.setdefault(target, [])
+        for source in sources:
+            graph.setdefault(source, []).append(target)
+    return graph
 
 
 def downstream(ref: str) -> list[str]:

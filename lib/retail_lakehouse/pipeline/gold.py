@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 __all__ = [
+    "SOURCES",
     "BuildResult",
     "CUSTOMER_TRACKED",
     "CUSTOMER_TYPE1",
@@ -59,6 +60,20 @@ __all__ = [
     "scd1_frame",
     "scd2_changes",
 ]
+
+# What each build reads: the lineage the restore and rebuild runbooks follow (`ops._delta.lineage`).
+# A test holds the builds to it: every table a build reads is listed here.
+SOURCES: dict[str, tuple[str, ...]] = {
+    "gold.dim_date": (),
+    "gold.dim_customer": ("silver.customers",),
+    "gold.dim_product": ("silver.products",),
+    "gold.dim_store": ("silver.stores",),
+    "gold.fact_sales": (
+        "silver.order_items", "silver.orders", "silver.customers",
+        "gold.dim_customer", "gold.dim_product", "gold.dim_store",
+    ),
+    "gold.agg_daily_sales": ("gold.fact_sales",),
+}  # fmt: skip
 
 # Above this many partitions a replaceWhere uses a date_key range instead of an IN list.
 _MAX_IN_LIST = 200
