@@ -11,7 +11,7 @@ import pytest
 from retail_lakehouse import engine
 from retail_lakehouse.core.errors import ParameterError
 from retail_lakehouse.engine import watermarks, writes
-from retail_lakehouse.pipeline import gold
+from retail_lakehouse.pipeline import gold, gold_frames
 
 UTC = dt.UTC
 
@@ -156,7 +156,7 @@ def test_scd2_changes_pure(spark):
         incoming_cols,
     )
     changes = {
-        (r.customer_id, r.change_type): r for r in gold.scd2_changes(current, incoming, run_id="r1").collect()
+        (r.customer_id, r.change_type): r for r in gold_frames.scd2_changes(current, incoming, run_id="r1").collect()
     }
     assert set(changes) == {(1, "close"), (1, "new_version"), (2, "type1"), (4, "insert")}
     closed = changes[(1, "close")]
@@ -169,7 +169,7 @@ def test_scd2_changes_pure(spark):
 
 
 def test_dim_date_frame_calendar(spark):
-    rows = gold.dim_date_frame(spark, dt.date(2024, 3, 1), dt.date(2024, 3, 3)).collect()
+    rows = gold_frames.dim_date_frame(spark, dt.date(2024, 3, 1), dt.date(2024, 3, 3)).collect()
     assert [r.date_key for r in rows] == [20240301, 20240302, 20240303]
     first = rows[0]
     assert (first.day_name, first.month_name, first.quarter, first.is_weekend) == (

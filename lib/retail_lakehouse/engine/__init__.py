@@ -558,3 +558,11 @@ def _to_spark(spark: SparkSession, frame: pd.DataFrame) -> DataFrame:
 def to_pandas(df: DataFrame) -> pd.DataFrame:
     """Collect a (small) result to pandas."""
     return df.toPandas()
+
+
+def spark_functions():  # noqa: ANN201 - the pyspark.sql.functions module
+    """`pyspark.sql.functions`, imported on first use (heavy; notebooks and checks call it often)."""
+    from pyspark.sql import functions
+
+    return functions
+

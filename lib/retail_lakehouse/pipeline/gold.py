@@ -20,14 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from retail_lakehouse.core.config import Settings, load_settings
 from retail_lakehouse.core.errors import ParameterError
+from retail_lakehouse.engine import spark_functions
 from retail_lakehouse.pipeline.gold_frames import (
-    _F,
     CALENDAR,
-    CUSTOMER_TRACKED,
-    CUSTOMER_TYPE1,
     UNKNOWN_SK,
-    _customer_as_of,
-    _ts,
+    customer_as_of,
     customer_source,
     daily_sales_frame,
     date_key,
@@ -35,6 +32,7 @@ from retail_lakehouse.pipeline.gold_frames import (
     fact_sales_frame,
     scd1_frame,
     scd2_changes,
+    timestamp_literal,
 )
 
 if TYPE_CHECKING:
@@ -45,20 +43,12 @@ if TYPE_CHECKING:
 __all__ = [
     "SOURCES",
     "BuildResult",
-    "CUSTOMER_TRACKED",
-    "CUSTOMER_TYPE1",
-    "UNKNOWN_SK",
     "build_agg_daily_sales",
     "build_dim_customer",
     "build_dim_date",
     "build_dim_product",
     "build_dim_store",
     "build_fact_sales",
-    "daily_sales_frame",
-    "dim_date_frame",
-    "fact_sales_frame",
-    "scd1_frame",
-    "scd2_changes",
 ]
 
 # What each build reads: the lineage the restore and rebuild runbooks follow (`ops._delta.lineage`).
@@ -142,7 +132,7 @@ def _read(ref: str, settings: Settings) -> DataFrame:
 
 def _max_text_and_count(df: DataFrame, column: str) -> tuple[str | None, int]:
     """The newest `column` value as text (None when no rows) and the row count, in one query."""
-    F = _F()
+    F = spark_functions()
     row = df.select(
         F.date_format(F.max(column), "yyyy-MM-dd HH:mm:ss.SSSSSS").alias("m"), F.count(F.lit(1)).alias("n")
     ).collect()[0]
@@ -151,7 +141,7 @@ def _max_text_and_count(df: DataFrame, column: str) -> tuple[str | None, int]:
 
 def _max_texts(frames: dict[str, DataFrame], column: str) -> dict[str, str | None]:
     """The newest `column` value of several frames as text, in one query (single-row aggregates, cross-joined)."""
-    F = _F()
+    F = spark_functions()
     names = list(frames)
     joined = None
     for i, name in enumerate(names):
@@ -166,7 +156,7 @@ def _max_texts(frames: dict[str, DataFrame], column: str) -> dict[str, str | Non
 
 
 def _since(df: DataFrame, watermark: str | None, column: str = "_processed_at") -> DataFrame:
-    return df if watermark is None else df.filter(_F().col(column) > _ts(watermark))
+    return df if watermark is None else df.filter(spark_functions().col(column) > timestamp_literal(watermark))
 
 
 def _full(ref: str, settings: Settings) -> str:
@@ -218,7 +208,7 @@ def build_dim_date(run_id: str, *, env: str | None = None) -> BuildResult:
     from retail_lakehouse import engine
     from retail_lakehouse.engine import writes
 
-    F = _F()
+    F = spark_functions()
     settings = load_settings(env)
     full = _full("gold.dim_date", settings)
     frame = dim_date_frame(engine.get_spark(settings.env))
@@ -328,7 +318,7 @@ def _build_scd1(
     from retail_lakehouse.engine import writes
     from retail_lakehouse.engine.watermarks import get_watermark, set_watermark
 
-    F = _F()
+    F = spark_functions()
     settings = load_settings(env)
     full = _full(f"gold.{table}", settings)
     pipeline = _pipeline(table)
@@ -390,7 +380,7 @@ def _touched_date_keys(settings: Settings, marks: dict[str, str | None]) -> list
     that moved; orders of customers whose current version started at or before them (a version opened by
     a late SCD2 change re-resolves later orders).
     """
-    F = _F()
+    F = spark_functions()
     items = _read("silver.order_items", settings)
     orders = _read("silver.orders", settings)
     new_items = _since(items, marks["silver.order_items"])
@@ -407,7 +397,7 @@ def _touched_date_keys(settings: Settings, marks: dict[str, str | None]) -> list
     their_orders = orders.join(customers, "customer_id", "left_semi").select(
         "order_id", "customer_id", "order_ts", "order_date"
     )
-    resolved = _customer_as_of(their_orders, _read("gold.dim_customer", settings), customer_col="customer_id")
+    resolved = customer_as_of(their_orders, _read("gold.dim_customer", settings), customer_col="customer_id")
     stored = fact.select(
         F.col("order_id").alias("_f_order_id"), F.col("customer_sk").alias("_f_sk")
     ).distinct()
@@ -530,7 +520,7 @@ def build_agg_daily_sales(
     """
     from retail_lakehouse.engine import writes
 
-    F = _F()
+    F = spark_functions()
     settings = load_settings(env)
     full = _full("gold.agg_daily_sales", settings)
     fact = _read("gold.fact_sales", settings)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+from retail_lakehouse.engine import spark_functions
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -22,6 +24,7 @@ __all__ = [
     "CUSTOMER_TRACKED",
     "CUSTOMER_TYPE1",
     "UNKNOWN_SK",
+    "customer_as_of",
     "customer_source",
     "daily_sales_frame",
     "date_key",
@@ -29,6 +32,7 @@ __all__ = [
     "fact_sales_frame",
     "scd1_frame",
     "scd2_changes",
+    "timestamp_literal",
 ]
 
 UNKNOWN_SK = -1
@@ -39,14 +43,9 @@ CUSTOMER_TRACKED: tuple[str, ...] = ("address", "city", "state", "postal_code", 
 CUSTOMER_TYPE1: tuple[str, ...] = ("full_name", "email")
 
 
-def _F():  # noqa: N802 - pyspark.sql.functions, imported lazily (heavy)
-    from pyspark.sql import functions as F
-
-    return F
-
-
-def _ts(text: str) -> Column:
-    return _F().lit(text).cast("timestamp")
+def timestamp_literal(text: str) -> Column:
+    """A timestamp literal column from 'YYYY-MM-DD HH:MM:SS' text."""
+    return spark_functions().lit(text).cast("timestamp")
 
 
 def _differs(a: Column, b: Column) -> Column:
@@ -55,7 +54,7 @@ def _differs(a: Column, b: Column) -> Column:
 
 def customer_source(silver_customers: DataFrame) -> DataFrame:
     """Silver customers in dim_customer's vocabulary (full_name built from first and last name)."""
-    F = _F()
+    F = spark_functions()
     return silver_customers.select(
         "customer_id",
         F.trim(F.concat_ws(" ", "first_name", "last_name")).alias("full_name"),
@@ -96,7 +95,7 @@ def scd2_changes(
         applying the same input twice changes nothing. A tracked change whose ``updated_at`` is not
         after the current version's start cannot be placed in time and is applied as type 1 only.
     """
-    F = _F()
+    F = spark_functions()
     attrs = [*type1, *tracked]
     cur = current.filter(F.col("is_current")).select(
         F.col(key).alias("_c_key"),
@@ -162,7 +161,7 @@ def scd1_frame(
     silver: DataFrame, *, columns: Sequence[str], key: str, sk_column: str, sk_prefix: str, run_id: str
 ) -> DataFrame:
     """Latest silver state as SCD1 dimension rows: ``sk = xxhash64(sk_prefix, key)`` plus `columns`."""
-    F = _F()
+    F = spark_functions()
     rest = [c for c in columns if c not in (sk_column, "_run_id")]
     return silver.select(
         F.xxhash64(F.lit(sk_prefix), F.col(key)).alias(sk_column),
@@ -173,7 +172,7 @@ def scd1_frame(
 
 def dim_date_frame(spark: Any, start: dt.date = CALENDAR[0], end: dt.date = CALENDAR[1]) -> DataFrame:
     """A calendar from `start` to `end` inclusive; ``date_key`` = yyyymmdd, ``day_of_week`` 1 = Sunday."""
-    F = _F()
+    F = spark_functions()
     days = spark.sql(
         f"SELECT explode(sequence(DATE'{start.isoformat()}', DATE'{end.isoformat()}', INTERVAL 1 DAY)) AS date"
     )
@@ -195,24 +194,24 @@ def dim_date_frame(spark: Any, start: dt.date = CALENDAR[0], end: dt.date = CALE
 
 def date_key(column: Column) -> Column:
     """yyyymmdd int of a date column."""
-    return _F().date_format(column, "yyyyMMdd").cast("int")
+    return spark_functions().date_format(column, "yyyyMMdd").cast("int")
 
 
-def _customer_as_of(
+def customer_as_of(
     frame: DataFrame, dim_customer: DataFrame, *, customer_col: str, ts_col: str = "order_ts"
 ) -> DataFrame:
     """`frame` plus ``_d_customer_sk``: the customer version valid at `ts_col` (NULL when none)."""
     from pyspark.sql import Window
 
-    F = _F()
+    F = spark_functions()
     first = Window.partitionBy("customer_id")
     cust = dim_customer.select(
         F.col("customer_id").alias("_d_customer_id"),
         F.col("customer_sk").alias("_d_customer_sk"),
-        F.when(F.col("effective_from") == F.min("effective_from").over(first), _ts(BEFORE_TIME))
+        F.when(F.col("effective_from") == F.min("effective_from").over(first), timestamp_literal(BEFORE_TIME))
         .otherwise(F.col("effective_from"))
         .alias("_d_from"),
-        F.coalesce(F.col("effective_to"), _ts(FAR_FUTURE)).alias("_d_to"),
+        F.coalesce(F.col("effective_to"), timestamp_literal(FAR_FUTURE)).alias("_d_to"),
     )
     joined = frame.join(
         cust,
@@ -240,7 +239,7 @@ def fact_sales_frame(
     first version. Unresolved keys become -1. ``net_amount`` is silver's ``line_amount``, or
     ``quantity * unit_price * (1 - discount)`` (discount is a fraction) when that is missing.
     """
-    F = _F()
+    F = spark_functions()
     o = orders.select(
         F.col("order_id").alias("_o_order_id"),
         F.col("customer_id").alias("_o_customer_id"),
@@ -250,7 +249,7 @@ def fact_sales_frame(
         "channel",
     )
     lines = items.join(o, items["order_id"] == o["_o_order_id"], "inner")
-    lines = _customer_as_of(lines, dim_customer, customer_col="_o_customer_id")
+    lines = customer_as_of(lines, dim_customer, customer_col="_o_customer_id")
     prod = dim_product.select(F.col("product_id").alias("_p_id"), F.col("product_sk").alias("_p_sk"))
     lines = lines.join(prod, lines["product_id"] == prod["_p_id"], "left")
     store = dim_store.select(F.col("store_id").alias("_s_id"), F.col("store_sk").alias("_s_sk"))
@@ -278,7 +277,7 @@ def fact_sales_frame(
 
 def daily_sales_frame(fact: DataFrame, *, run_id: str = "") -> DataFrame:
     """Daily sales per store from fact rows: orders, lines, units, net amount, distinct customers."""
-    F = _F()
+    F = spark_functions()
     return fact.groupBy("date_key", "store_sk").agg(
         F.countDistinct("order_id").cast("bigint").alias("orders"),
         F.count(F.lit(1)).cast("bigint").alias("order_lines"),

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame
 
+from retail_lakehouse.engine import spark_functions
 from retail_lakehouse.pipeline.quality_model import (
     Aggregate,
     CheckContext,
@@ -42,7 +43,6 @@ from retail_lakehouse.pipeline.quality_model import (
     CheckSpec,
     Scope,
     get_check,
-    spark_functions,
 )
 from retail_lakehouse.pipeline.quality_rules import load_rule_sets  # imports the built-in check kinds
 

@@ -12,6 +12,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from retail_lakehouse.engine import spark_functions
 from retail_lakehouse.pipeline.quality_model import (
     Aggregate,
     CheckContext,
@@ -19,7 +20,6 @@ from retail_lakehouse.pipeline.quality_model import (
     Scope,
     reference_problems,
     register_aggregate,
-    spark_functions,
     split_reference,
 )
 

@@ -14,12 +14,30 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from retail_lakehouse.core.errors import ConfigError
+from retail_lakehouse.engine import spark_functions
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
 
-__all__ = ["CheckKind", "Aggregate", "COMMON_ARGUMENTS", "CRITICALITIES", "CheckContext", "CheckOutcome", "CheckResult", "CheckSpec", "Criticality", "Scope", "get_check", "known_checks", "reference_problems", "register", "register_aggregate", "spark_functions", "split_reference"]
+__all__ = [
+    "COMMON_ARGUMENTS",
+    "CRITICALITIES",
+    "Aggregate",
+    "CheckContext",
+    "CheckKind",
+    "CheckOutcome",
+    "CheckResult",
+    "CheckSpec",
+    "Criticality",
+    "Scope",
+    "get_check",
+    "known_checks",
+    "reference_problems",
+    "register",
+    "register_aggregate",
+    "split_reference",
+]
 
 log = logging.getLogger(__name__)
 
@@ -226,12 +244,6 @@ def get_check(name: str) -> CheckKind:
 
 
 # ----------------------------------------------------------------------------- helpers of check functions
-
-
-def spark_functions():  # noqa: ANN201 - pyspark.sql.functions, imported lazily
-    from pyspark.sql import functions as F
-
-    return F
 
 
 def reference_problems(value: Any, key: str = "references") -> list[str]:

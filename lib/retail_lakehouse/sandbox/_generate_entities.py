@@ -67,7 +67,7 @@ STORE_TYPES = ("flagship", "standard", "standard", "outlet", "express")
 SUBCATS = tuple((cat, sub) for cat, subs in CATEGORIES.items() for sub in subs)
 
 
-def _ts(epochs: np.ndarray | list[int]) -> list[str]:
+def epoch_texts(epochs: np.ndarray | list[int]) -> list[str]:
     """Epoch seconds -> 'YYYY-MM-DD HH:MM:SS' strings."""
     arr = np.asarray(epochs, dtype="int64").astype("datetime64[s]")
     return [s.replace("T", " ") for s in np.datetime_as_string(arr).tolist()]
@@ -136,12 +136,12 @@ class Customers:
         return (
             i + 1, self.first_name[i], self.last_name[i], self.email[i], self.phone[i], self.address[i],
             city[0], city[1], self.postal_code[i], SEGMENTS[self.segment[i]],
-            created or _ts([self.created_at[i]])[0], updated or _ts([self.updated_at[i]])[0],
+            created or epoch_texts([self.created_at[i]])[0], updated or epoch_texts([self.updated_at[i]])[0],
         )  # fmt: skip
 
     def rows(self) -> list[tuple]:
         """All rows (timestamps formatted in one vectorised pass)."""
-        created, updated = _ts(self.created_at), _ts(self.updated_at)
+        created, updated = epoch_texts(self.created_at), epoch_texts(self.updated_at)
         return [self.row(i, created[i], updated[i]) for i in range(len(self))]
 
 
@@ -203,7 +203,7 @@ class Products:
         return np.flatnonzero(self.is_active) + 1
 
     def rows(self) -> list[tuple]:
-        created, updated = _ts(self.created_at), _ts(self.updated_at)
+        created, updated = epoch_texts(self.created_at), epoch_texts(self.updated_at)
         price, cost, active = self.unit_price.tolist(), self.unit_cost.tolist(), self.is_active.tolist()
         return [
             (i + 1, *s, price[i], cost[i], active[i], created[i], updated[i])
@@ -254,8 +254,8 @@ def base_stores(rng: np.random.Generator, n: int, start: int) -> list[tuple]:
     stype = rng.integers(0, len(STORE_TYPES), n).tolist()
     opened = start - rng.integers(365 * DAY, 20 * 365 * DAY, n)
     updated = opened + (rng.random(n) * (start - 1 - opened)).astype("int64")
-    opened_date = [s[:10] for s in _ts(opened)]
-    updated_s = _ts(updated)
+    opened_date = [s[:10] for s in epoch_texts(opened)]
+    updated_s = epoch_texts(updated)
     rows = []
     for i in range(n):
         c = CITIES[city[i]]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from retail_lakehouse.sandbox._generate_entities import DAY, _ts
+from retail_lakehouse.sandbox._generate_entities import DAY, epoch_texts
 
 if TYPE_CHECKING:
     from retail_lakehouse.sandbox._generate_entities import Products
@@ -135,10 +135,10 @@ def orders_day(
     customer_col = customer.astype(object)
     customer_col[okind == 1] = None
     store = np.where(okind == 2, bad_store, store)
-    ts_s = _ts(order_ts)
+    ts_s = epoch_texts(order_ts)
     for i in np.flatnonzero(okind == 3).tolist():
         ts_s[i] = BAD_DATES[bad_pick[i]]
-    upd_s = _ts(updated)
+    upd_s = epoch_texts(updated)
     promo = [
         PROMO_CODES[p] if h else None for p, h in zip(promo_pick.tolist(), promo_hit.tolist(), strict=True)
     ]
@@ -150,7 +150,7 @@ def orders_day(
     orders = list(zip(*cols, strict=True))
     dup_idx = np.flatnonzero(order_dup)
     if len(dup_idx):
-        dup_upd = _ts(np.minimum(updated[dup_idx] + dup_delay[dup_idx], day_start + DAY - 1))
+        dup_upd = epoch_texts(np.minimum(updated[dup_idx] + dup_delay[dup_idx], day_start + DAY - 1))
         for i, u in zip(dup_idx.tolist(), dup_upd, strict=True):
             row = list(orders[i])
             row[7] = u
@@ -158,12 +158,12 @@ def orders_day(
 
     items = list(zip(
         (first_item_id + np.arange(m)).tolist(), order_id[line_order].tolist(), product_col.tolist(),
-        quantity.tolist(), np.round(price, 2).tolist(), np.round(discount, 2).tolist(), _ts(line_updated),
+        quantity.tolist(), np.round(price, 2).tolist(), np.round(discount, 2).tolist(), epoch_texts(line_updated),
         strict=True,
     ))  # fmt: skip
     ldup_idx = np.flatnonzero(line_dup)
     if len(ldup_idx):
-        dup_upd = _ts(np.minimum(line_updated[ldup_idx] + line_dup_delay[ldup_idx], day_start + DAY - 1))
+        dup_upd = epoch_texts(np.minimum(line_updated[ldup_idx] + line_dup_delay[ldup_idx], day_start + DAY - 1))
         for i, u in zip(ldup_idx.tolist(), dup_upd, strict=True):
             items.append((*items[i][:6], u))
 
@@ -242,7 +242,7 @@ def pos_day(
     # a re-sent event lands in the file of a later hour of the same day
     dup_hour = ev_hour + 1 + (dup_shift * (TRADING_HOURS[-1] - ev_hour)).astype("int64")
 
-    date_s = _ts([day_start])[0][:10].replace("-", "")
+    date_s = epoch_texts([day_start])[0][:10].replace("-", "")
     ts = np.datetime_as_string((day_start * 1_000_000 + ev_us).astype("datetime64[us]")).tolist()
     price = products.unit_price[product - 1].tolist()
     cust = np.where(has_customer, customer, -1)[ev_tx].tolist()

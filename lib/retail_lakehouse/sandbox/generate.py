@@ -276,7 +276,7 @@ def generate(
         for k in np.flatnonzero(pick < rates.duplicate_records).tolist():
             i = idx[k]
             row = customers.row(i)
-            customer_dups.append((*row[:11], ent._ts([customers.updated_at[i] + int(delay[k])])[0]))
+            customer_dups.append((*row[:11], ent.epoch_texts([customers.updated_at[i] + int(delay[k])])[0]))
         count("customers.duplicate_records", int((pick < rates.duplicate_records).sum()))
 
     resend_customers(_rng(seed, _CUSTOMERS, 0, _DEFECTS), list(range(len(customers))))
