@@ -224,101 +224,118 @@ def parse_multipart(raw: bytes, content_type: str) -> dict[str, Any]:
     raise invalid(f"multipart/form-data body ends before its closing boundary --{boundary}--")
 
 
-def _handler_class(ws: LocalWorkspace, routes: list[tuple[str, re.Pattern[str], Handler]]) -> type:
-    class _Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "LakehouseLocalWorkspace/1.0"
+class _Handler(BaseHTTPRequestHandler):
+    """Serves the routes of one workspace (`ws`, `routes`: set on the class `_handler_class` makes)."""
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-            log.debug("%s %s", self.address_string(), format % args)  # never the headers: no token in logs
+    protocol_version = "HTTP/1.1"
+    server_version = "LakehouseLocalWorkspace/1.0"
+    ws: LocalWorkspace
+    routes: list[tuple[str, re.Pattern[str], Handler]]
 
-        def do_GET(self) -> None:
-            self._serve("GET")
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s %s", self.address_string(), format % args)  # never the headers: no token in logs
 
-        def do_POST(self) -> None:
-            self._serve("POST")
+    def do_GET(self) -> None:
+        self._serve("GET")
 
-        def do_DELETE(self) -> None:
-            self._serve("DELETE")
+    def do_POST(self) -> None:
+        self._serve("POST")
 
-        def do_PATCH(self) -> None:
-            self._serve("PATCH")
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
 
-        def do_PUT(self) -> None:
-            self._serve("PUT")
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
 
-        def _serve(self, method: str) -> None:
-            try:
-                status, body = self._dispatch(method)
-            except ApiError as exc:
-                status, body = exc.status, exc.body()
-            except Exception as exc:  # a bug in a handler: answer 500, keep serving
-                log.exception("local workspace: %s %s failed", method, urlsplit(self.path).path)
-                status, body = 500, {"error_code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}"}
-            self._send(status, body)
+    def do_PUT(self) -> None:
+        self._serve("PUT")
 
-        def _dispatch(self, method: str) -> tuple[int, dict[str, Any] | RawBody]:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                self.close_connection = True
-                raise ApiError(
-                    413, "REQUEST_LIMIT_EXCEEDED", f"request body of {length} bytes exceeds the limit of {MAX_BODY_BYTES}"
-                )
-            raw = self.rfile.read(length) if length else b""
-            url = urlsplit(self.path)
-            if method == "GET" and url.path == "/.well-known/databricks-config":
-                # Public on Databricks too: the SDK's host discovery (no secrets in it).
-                return 200, {"oidc_endpoint": f"{ws.host}/oidc", "workspace_id": WORKSPACE_ID}
-            link = _LINK.match(url.path) if method == "GET" else None
-            if link:
-                # A result chunk's external link: the signature in the URL is the credential, as
-                # with a presigned cloud storage URL; the bearer token must not be sent.
-                auth = self.headers.get("Authorization")
-                return 200, ws.statements.download(link["id"], int(link["n"]), _query(url.query), auth)
+    def _serve(self, method: str) -> None:
+        try:
+            status, body = self._dispatch(method)
+        except ApiError as exc:
+            status, body = exc.status, exc.body()
+        except Exception as exc:  # a bug in a handler: answer 500, keep serving
+            log.exception("local workspace: %s %s failed", method, urlsplit(self.path).path)
+            status, body = 500, {"error_code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}"}
+        self._send(status, body)
+
+    def _dispatch(self, method: str) -> tuple[int, dict[str, Any] | RawBody]:
+        ws = self.ws
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            raise ApiError(
+                413, "REQUEST_LIMIT_EXCEEDED", f"request body of {length} bytes exceeds the limit of {MAX_BODY_BYTES}"
+            )
+        raw = self.rfile.read(length) if length else b""
+        url = urlsplit(self.path)
+        if method == "GET" and url.path == "/.well-known/databricks-config":
+            # Public on Databricks too: the SDK's host discovery (no secrets in it).
+            return 200, {"oidc_endpoint": f"{ws.host}/oidc", "workspace_id": WORKSPACE_ID}
+        link = _LINK.match(url.path) if method == "GET" else None
+        if link:
+            # A result chunk's external link: the signature in the URL is the credential, as
+            # with a presigned cloud storage URL; the bearer token must not be sent.
             auth = self.headers.get("Authorization")
-            if not auth:
-                raise ApiError(401, "UNAUTHENTICATED", "no credentials: send 'Authorization: Bearer <token>'")
-            scheme, _, given = auth.partition(" ")
-            if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), ws.token.encode()):
-                raise ApiError(403, "PERMISSION_DENIED", "invalid access token")
-            body = _parse_body(raw, self.headers.get("Content-Type") or "")
-            query = _query(url.query)
-            path = url.path.rstrip("/") or "/"
-            known_path = False
-            for route_method, pattern, fn in routes:
-                m = pattern.match(path)
-                if m:
-                    known_path = True
-                    if route_method == method:
-                        return 200, fn(query, body, m)
-            if known_path:
-                raise ApiError(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed on {path}")
-            raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} {path}'")
+            return 200, ws.statements.download(link["id"], int(link["n"]), _query(url.query), auth)
+        _authenticate(self.headers.get("Authorization"), ws.token)
+        body = _parse_body(raw, self.headers.get("Content-Type") or "")
+        return 200, _route(self.routes, method, url.path.rstrip("/") or "/", _query(url.query), body)
 
-        def setup(self) -> None:
-            super().setup()
-            with contextlib.suppress(OSError):  # small JSON answers: no Nagle/delayed-ACK stalls
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def setup(self) -> None:
+        super().setup()
+        with contextlib.suppress(OSError):  # small JSON answers: no Nagle/delayed-ACK stalls
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-        def _send(self, status: int, body: dict[str, Any] | RawBody) -> None:
-            raw = body if isinstance(body, RawBody) else RawBody((json.dumps(body).encode(),))
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", raw.content_type)
-                self.send_header("Content-Length", str(raw.size))
-                if self.close_connection:
-                    self.send_header("Connection", "close")
-                if len(raw.parts) == 1 and raw.size < 65536:
-                    self._headers_buffer.append(b"\r\n" + bytes(raw.parts[0]))  # headers and body in one write
-                    self.flush_headers()
-                else:
-                    self.end_headers()
-                    for part in raw.parts:  # large bodies: each part as it is (Arrow buffers), no joined copy
-                        self.wfile.write(memoryview(part))
-            except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-                self.close_connection = True  # the client went away: nothing to answer
+    def _send(self, status: int, body: dict[str, Any] | RawBody) -> None:
+        raw = body if isinstance(body, RawBody) else RawBody((json.dumps(body).encode(),))
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", raw.content_type)
+            self.send_header("Content-Length", str(raw.size))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            if len(raw.parts) == 1 and raw.size < 65536:
+                self._headers_buffer.append(b"\r\n" + bytes(raw.parts[0]))  # headers and body in one write
+                self.flush_headers()
+            else:
+                self.end_headers()
+                for part in raw.parts:  # large bodies: each part as it is (Arrow buffers), no joined copy
+                    self.wfile.write(memoryview(part))
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            self.close_connection = True  # the client went away: nothing to answer
 
-    return _Handler
+
+
+def _authenticate(auth: str | None, token: str) -> None:
+    """Raise unless `auth` is `Bearer <the workspace's token>`."""
+    if not auth:
+        raise ApiError(401, "UNAUTHENTICATED", "no credentials: send 'Authorization: Bearer <token>'")
+    scheme, _, given = auth.partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), token.encode()):
+        raise ApiError(403, "PERMISSION_DENIED", "invalid access token")
+
+
+def _route(
+    routes: list[tuple[str, re.Pattern[str], Handler]], method: str, path: str, query: dict[str, Any], body: Any
+) -> dict[str, Any] | RawBody:
+    """The answer of the first route matching `method` and `path` (405/404 when none)."""
+    known_path = False
+    for route_method, pattern, fn in routes:
+        m = pattern.match(path)
+        if m:
+            known_path = True
+            if route_method == method:
+                return fn(query, body, m)
+    if known_path:
+        raise ApiError(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed on {path}")
+    raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} {path}'")
+
+
+def _handler_class(ws: LocalWorkspace, routes: list[tuple[str, re.Pattern[str], Handler]]) -> type:
+    """A request handler class bound to one workspace and its routes."""
+    return type("_BoundHandler", (_Handler,), {"ws": ws, "routes": routes})
 
 
 class _Server(ThreadingHTTPServer):

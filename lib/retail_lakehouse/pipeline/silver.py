@@ -27,6 +27,8 @@ from retail_lakehouse.engine.watermarks import get_watermark, set_watermark
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
+    from retail_lakehouse.core.config import Settings
+
 SILVER_TABLES: tuple[str, ...] = ("customers", "products", "stores", "orders", "order_items", "pos_transactions")
 
 
@@ -214,15 +216,7 @@ def clean_table(
     silver = registry().get(table, layer="silver")
     bronze = registry().get(rules.source)
     quarantine = registry().get(f"{table}_quarantine", layer="silver")
-    backfill = backfill_start_date is not None or backfill_end_date is not None
-    if backfill:
-        if backfill_start_date is None or backfill_end_date is None:
-            raise ParameterError("backfill_end_date", "give both backfill_start_date and backfill_end_date")
-        date_range(backfill_start_date, backfill_end_date, name="backfill_end_date")
-        if not rules.date_column:
-            # A reference table (customers, products, stores) has no business date: a job-wide backfill
-            # processes its new rows incrementally instead, so the dated tables find them.
-            backfill = False
+    backfill = _is_backfill(rules, backfill_start_date, backfill_end_date)
     spark = engine.get_spark(settings.env)
     writes.ensure_table(bronze, env=settings.env)
     source = spark.table(bronze.full_name(settings))
@@ -235,14 +229,7 @@ def clean_table(
     std = standardize(source, rules, lookups)
     if backfill:
         std = std.filter(F.col(rules.date_column).between(F.lit(backfill_start_date), F.lit(backfill_end_date)))
-    references = {}
-    for rule in rules.rules:
-        if rule.foreign_key:
-            layer, ref_table, ref_col = rule.foreign_key["references"].split(".")
-            ref_def = registry().get(ref_table, layer=layer)
-            writes.ensure_table(ref_def, env=settings.env)
-            references[rule.foreign_key["references"]] = spark.table(ref_def.full_name(settings)).select(ref_col)
-    checked = _materialize(evaluate(std, rules, references))
+    checked = _materialize(evaluate(std, rules, _references(spark, rules, settings)))
     counts = _counts(checked, rules)
     # Lookups and reference checks are left joins on distinct keys: `checked` has one row per bronze
     # row read, so its newest `_ingested_at` is the source's (used only by an incremental run).
@@ -270,22 +257,10 @@ def clean_table(
     landed = spark.table(quarantine.full_name(settings)).filter(F.col("_quarantine_run_id") == run_id)
     quarantined_rows = landed.count()
     if backfill:
-        start, end = backfill_start_date.isoformat(), backfill_end_date.isoformat()
-        predicate = f"{rules.date_column} >= '{start}' AND {rules.date_column} <= '{end}'"
-        writes.write_table(silver_rows_df, silver, mode="overwrite", replace_where=predicate, env=settings.env)
+        assert backfill_start_date is not None and backfill_end_date is not None
+        _replace_range(silver_rows_df, silver, rules, backfill_start_date, backfill_end_date, settings.env)
     elif silver_rows:
-        order_col = rules.order_by[0]
-        condition = f"s.{order_col} >= t.{order_col}" if order_col in rules.columns else None
-        # deduplicate() keeps one row per silver key: unique by construction. A day's rows touch few
-        # partitions of a dated table: merge into those only.
-        writes.merge_into(
-            silver_rows_df,
-            silver,
-            update_condition=condition,
-            assume_unique=True,
-            prune_partitions=True,
-            env=settings.env,
-        )
+        _merge(silver_rows_df, silver, rules, settings.env)
     else:
         writes.ensure_table(silver, env=settings.env)
     result = SilverResult(
@@ -304,6 +279,45 @@ def clean_table(
     if high is not None and not backfill:
         set_watermark("silver", table, high.isoformat(sep=" "), run_id, env=settings.env)
     return result
+
+
+def _is_backfill(rules: RuleSet, start: dt.date | None, end: dt.date | None) -> bool:
+    """Whether a run reprocesses a date range (both dates given, on a table with a business date)."""
+    if start is None and end is None:
+        return False
+    if start is None or end is None:
+        raise ParameterError("backfill_end_date", "give both backfill_start_date and backfill_end_date")
+    date_range(start, end, name="backfill_end_date")
+    # A reference table (customers, products, stores) has no business date: a job-wide backfill
+    # processes its new rows incrementally instead, so the dated tables find them.
+    return bool(rules.date_column)
+
+
+def _references(spark: Any, rules: RuleSet, settings: Settings) -> dict[str, DataFrame]:
+    """The key column of each table the rules' foreign keys reference."""
+    references = {}
+    for rule in rules.rules:
+        if rule.foreign_key:
+            layer, ref_table, ref_col = rule.foreign_key["references"].split(".")
+            ref_def = registry().get(ref_table, layer=layer)
+            writes.ensure_table(ref_def, env=settings.env)
+            references[rule.foreign_key["references"]] = spark.table(ref_def.full_name(settings)).select(ref_col)
+    return references
+
+
+def _replace_range(rows: DataFrame, silver: TableDef, rules: RuleSet, start: dt.date, end: dt.date, env: str) -> None:
+    predicate = f"{rules.date_column} >= '{start.isoformat()}' AND {rules.date_column} <= '{end.isoformat()}'"
+    writes.write_table(rows, silver, mode="overwrite", replace_where=predicate, env=env)
+
+
+def _merge(rows: DataFrame, silver: TableDef, rules: RuleSet, env: str) -> None:
+    order_col = rules.order_by[0]
+    condition = f"s.{order_col} >= t.{order_col}" if order_col in rules.columns else None
+    # deduplicate() keeps one row per silver key: unique by construction. A day's rows touch few
+    # partitions of a dated table: merge into those only.
+    writes.merge_into(
+        rows, silver, update_condition=condition, assume_unique=True, prune_partitions=True, env=env
+    )
 
 
 def _materialize(df: DataFrame) -> DataFrame:
