@@ -1,19 +1,8 @@
-"""Running data-quality checks: rule sets (see `quality_rules`) evaluated, results recorded.
+"""Running data-quality checks: the rule sets of `quality_rules` evaluated, every result recorded.
 
-A rule set (``checks/<layer>_<table>.yaml``)::
-
-    table: silver.orders
-    checks:
-      - name: order_id_unique
-        check: unique
-        arguments: {columns: [order_id]}
-        criticality: error        # error | warn
-
-Every check accepts a ``where`` argument (a SQL filter applied first). The whole set of rule sets is
-validated before anything runs and every problem is reported at once (`ConfigError`). `run_checks`
-evaluates them, appends one row per check to ``monitoring.quality_metrics`` (PASSED / WARN / FAILED)
-and returns a `QualityReport`; ``report.raise_for_errors()`` raises afterwards, so results are
-always recorded.
+`run_checks` evaluates a layer's rule sets, appends one row per check to
+``monitoring.quality_metrics`` (PASSED / WARN / FAILED) and returns a `QualityReport`;
+``report.raise_for_errors()`` raises afterwards, so results are always recorded.
 
 Freshness is measured against the business date (the upstream column's max, or ``business_date``
 given at run time), never the wall clock, so generated history is not stale.
