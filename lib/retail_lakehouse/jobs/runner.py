@@ -32,7 +32,7 @@ from retail_lakehouse.jobs.kernels import KERNEL_NAME, KernelPool
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-__all__ = ["JobRun", "TaskRun", "load_run", "new_run_id", "run_job"]
+__all__ = ["load_run", "new_run_id", "run_job", "runs_dir"]
 
 log = logging.getLogger(__name__)
 

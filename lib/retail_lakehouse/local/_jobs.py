@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from retail_lakehouse.databricks.bundle import Bundle, JobSpec
-    from retail_lakehouse.jobs.runner import JobRun, TaskRun
+    from retail_lakehouse.jobs.job_runs import JobRun, TaskRun
 
 MAX_OUTPUT_CHARS = 5000
 

@@ -19,7 +19,7 @@ from retail_lakehouse.local._common import invalid, ms
 
 if TYPE_CHECKING:
     from retail_lakehouse.databricks.bundle import JobSpec, TaskSpec
-    from retail_lakehouse.jobs.runner import TaskRun
+    from retail_lakehouse.jobs.job_runs import TaskRun
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 

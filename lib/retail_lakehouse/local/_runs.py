@@ -16,8 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from retail_lakehouse.jobs.job_runs import stable_id, workspace_run_id
-from retail_lakehouse.jobs.runner import JobRun, runs_dir
+from retail_lakehouse.jobs.job_runs import JobRun, stable_id, workspace_run_id
+from retail_lakehouse.jobs.runner import runs_dir
 
 REPAIR = re.compile(r"^(?P<base>.+)\.repair(?P<n>\d+)$")
 API_JOB_PREFIX = "api_job_"

@@ -28,7 +28,7 @@ from retail_lakehouse.local import _runs
 from retail_lakehouse.local._common import ACCOUNT_ID, LOCAL_USER, WORKSPACE_ID
 
 if TYPE_CHECKING:
-    from retail_lakehouse.jobs.runner import JobRun
+    from retail_lakehouse.jobs.job_runs import JobRun
 
 MODEL_PATH = Path(__file__).with_name("dbu_model.yaml")
 
