@@ -87,7 +87,7 @@ def test_run_if_single_upstream_default_rule(upstream, verdict):
     ],
 )
 def test_attempts_from_max_retries(spec, attempts):
-    assert runner._attempts(spec) == attempts
+    assert runner.attempts(spec) == attempts
 
 
 def test_the_runbook_default_is_three_attempts():

@@ -260,7 +260,7 @@ def register_tables(spark: SparkSession, settings: Settings | None = None) -> in
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {settings.catalog}.{schema}")
     for name, path in tables.items():
         if name.startswith(settings.catalog + "."):
-            spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING delta LOCATION '{_quote(str(path))}'")
+            spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING delta LOCATION '{sql_string(str(path))}'")
     _registered[id(spark)] = (schemas, set(tables))
     return len(tables)
 
@@ -289,7 +289,7 @@ def refresh_tables(env: str | None = None) -> int:
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {settings.catalog}.{schema}")
         schemas.add(schema)
     for name, path in new.items():
-        spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING delta LOCATION '{_quote(str(path))}'")
+        spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING delta LOCATION '{sql_string(str(path))}'")
         names.add(name)
     _registered[id(spark)] = (schemas, names)
     return len(new)
@@ -311,7 +311,8 @@ def mark_registered(spark: SparkSession, full_name: str, *, registered: bool = T
         names.discard(full_name)
 
 
-def _quote(value: str) -> str:
+def sql_string(value: str) -> str:
+    """`value` escaped for a single-quoted Spark SQL string literal (backslashes and quotes)."""
     return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
@@ -376,7 +377,7 @@ def sql(statement: str, args: Mapping[str, Any] | None = None, *, env: str | Non
             name = delta_sql.bind_parameters(m.group("name"), args) if args else m.group("name")
             full = qualify(name, settings)
             spark.sql(f"DROP TABLE IF EXISTS {full}")
-            spark.sql(f"CREATE TABLE {full} USING delta LOCATION '{_quote(str(table_dir(full, settings)))}'")
+            spark.sql(f"CREATE TABLE {full} USING delta LOCATION '{sql_string(str(table_dir(full, settings)))}'")
         return _to_spark(spark, frame)
     if m := _DROP.match(statement):
         return _drop_table(spark, settings, m.group("name"), if_exists=bool(m.group("ifexists")))
@@ -497,7 +498,7 @@ def _with_location(
         raise SqlError(f"only Delta tables are supported locally, not USING {using.group('fmt')}: {statement}")
     catalog, schema, _ = full.split(".")
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {catalog}.{schema}")
-    location = f" LOCATION '{_quote(str(table_dir(full, settings)))}'"
+    location = f" LOCATION '{sql_string(str(table_dir(full, settings)))}'"
     if using:
         pos = using.end()
         return statement[:pos] + location + statement[pos:]

@@ -59,13 +59,13 @@ def ensure_table(table: str | TableDef, *, layer: str | None = None, env: str | 
         if (path / "_delta_log").is_dir():
             # Registered in this session already (the catalog is per session): no round trip.
             if not engine.is_registered(spark, full):
-                spark.sql(f"CREATE TABLE IF NOT EXISTS {full} USING delta LOCATION '{engine._quote(str(path))}'")
+                spark.sql(f"CREATE TABLE IF NOT EXISTS {full} USING delta LOCATION '{engine.sql_string(str(path))}'")
                 engine.mark_registered(spark, full)
             return full
     parts = f" PARTITIONED BY ({', '.join(tdef.partition_by)})" if tdef.partition_by else ""
     props = ", ".join(f"'{k}' = '{v}'" for k, v in tdef.properties.items())
     props_sql = f" TBLPROPERTIES ({props})" if props else ""
-    comment = f" COMMENT '{engine._quote(tdef.description)}'" if tdef.description else ""
+    comment = f" COMMENT '{engine.sql_string(tdef.description)}'" if tdef.description else ""
     engine.sql(
         f"CREATE TABLE IF NOT EXISTS {full} ({tdef.ddl()}) USING delta{parts}{comment}{props_sql}", env=settings.env
     )
@@ -168,7 +168,7 @@ def _refresh(spark: SparkSession, full: str, settings: Settings) -> None:
 
     path = engine.table_dir(full, settings)
     spark.sql(f"DROP TABLE IF EXISTS {full}")
-    spark.sql(f"CREATE TABLE {full} USING delta LOCATION '{engine._quote(str(path))}'")
+    spark.sql(f"CREATE TABLE {full} USING delta LOCATION '{engine.sql_string(str(path))}'")
 
 
 def _version(full: str, settings: Settings) -> int:

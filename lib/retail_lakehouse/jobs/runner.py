@@ -32,7 +32,7 @@ from retail_lakehouse.jobs.kernels import KERNEL_NAME, KernelPool
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-__all__ = ["load_run", "new_run_id", "run_job", "runs_dir"]
+__all__ = ["attempts", "bundle_for", "load_run", "new_run_id", "run_job", "runs_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def run_job(
         ParameterError: a parameter the job does not declare, or a malformed run id.
         ConfigError: the bundle is invalid.
     """
-    b = _bundle_for(bundle, env)
+    b = bundle_for(bundle, env)
     job = b.job(name)
     job_params = resolve_params(job, params)
     run_id = run_id or new_run_id()
@@ -166,7 +166,8 @@ def resolve_params(job: JobSpec, params: Mapping[str, Any] | None) -> dict[str, 
     return resolved
 
 
-def _bundle_for(bundle: Bundle | str | Path | None, env: str) -> Bundle:
+def bundle_for(bundle: Bundle | str | Path | None, env: str) -> Bundle:
+    """`bundle` loaded (a path, or `databricks.yml`) with the target named like `env` when it has one."""
     if isinstance(bundle, Bundle):
         return bundle
     b = load_bundle(bundle)
@@ -354,7 +355,7 @@ class _Execution:
         state = "FAILED" if error_class else "SUCCESS"
         retry = (
             state == "FAILED"
-            and attempt < _attempts(spec)
+            and attempt < attempts(spec)
             and (spec.retry_on_timeout or not timed_out)
             and not self.cancel.is_set()
         )
@@ -511,7 +512,8 @@ def _describe(exc: Exception) -> tuple[str, str]:
     return type(exc).__name__, str(exc) or repr(exc)
 
 
-def _attempts(spec: TaskSpec) -> int:
+def attempts(spec: TaskSpec) -> int:
+    """How many times a task runs at most (its max_retries + 1; the runbook's 3 by default)."""
     if spec.max_retries is not None and spec.max_retries >= 0:
         return spec.max_retries + 1
     # A chained job retries inside its own tasks; retrying the whole job is opt-in.

@@ -11,7 +11,7 @@ two ways that matter here:
 - `DatabricksRunNowOperator(cancel_previous_runs=True)` calls `jobs/runs/cancel-all`.
 
 `routes(ws)` returns compiled routes that take precedence over the server's own (the first match
-wins); `_server._routes` prepends them, so `python -m retail_lakehouse.local` serves them.
+wins); the server's route table puts them first, so `python -m retail_lakehouse.local` serves them.
 """
 
 from __future__ import annotations

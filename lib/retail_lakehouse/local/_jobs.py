@@ -89,7 +89,7 @@ class JobsService:
         self.state_path = home / "workspace" / "jobs.json"
         self.resolve_notebook = resolve_notebook
         self._lock = threading.RLock()
-        self.base = runner._bundle_for(bundle_path, env)
+        self.base = runner.bundle_for(bundle_path, env)
         self.jobs: dict[int, _Job] = {}
         self.submits: dict[str, JobSpec] = {}
         self.launches: dict[str, _Launch] = {}

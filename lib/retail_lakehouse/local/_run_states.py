@@ -86,7 +86,7 @@ def task_spec(spec: JobSpec | None, key: str) -> TaskSpec | None:
 def task_state(
     t: TaskRun, tspec: TaskSpec | None, *, running: bool
 ) -> tuple[dbjobs.RunLifeCycleState, dbjobs.RunResultState | None, str]:
-    if t.state == "FAILED" and running and tspec is not None and t.attempt < runner._attempts(tspec):
+    if t.state == "FAILED" and running and tspec is not None and t.attempt < runner.attempts(tspec):
         return dbjobs.RunLifeCycleState.WAITING_FOR_RETRY, None, f"attempt {t.attempt} failed; retrying"
     if t.state == "EXCLUDED":
         return dbjobs.RunLifeCycleState.SKIPPED, dbjobs.RunResultState.EXCLUDED, "run_if condition not met"

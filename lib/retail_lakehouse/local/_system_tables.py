@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from retail_lakehouse.engine import sql_string
 from retail_lakehouse.local import _runs
 from retail_lakehouse.local._common import ACCOUNT_ID, LOCAL_USER, WORKSPACE_ID
 
@@ -358,7 +359,7 @@ def refresh(*, env: str | None = None, force: bool = False) -> bool:
             path = engine.table_dir(full, settings)
             df = spark.createDataFrame(rows, schema)
             df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(str(path))
-            spark.sql(f"CREATE TABLE IF NOT EXISTS {full} USING delta LOCATION '{_quote(str(path))}'")
+            spark.sql(f"CREATE TABLE IF NOT EXISTS {full} USING delta LOCATION '{sql_string(str(path))}'")
         _refreshed[key] = stamp
         return True
 
@@ -370,10 +371,6 @@ def local_names(env: str | None = None) -> dict[str, str]:
     settings = load_settings(env)
     schema = f"{settings.catalog}.{settings.schema('monitoring')}"
     return {name: f"{schema}.{local}" for name, local in TABLES.items()}
-
-
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def _utc(value: datetime) -> datetime:
