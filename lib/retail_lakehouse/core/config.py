@@ -24,6 +24,15 @@ def params_dir() -> Path:
     return Path(os.environ.get("LAKEHOUSE_PARAMS_DIR", PROJECT_ROOT / "params"))
 
 
+def env_flag(name: str, default: bool = True) -> bool:
+    """An on/off switch from the environment: `0`, `false`, `no`, `off` (any case) are off; `1`,
+    `true`, `yes`, `on` are on; unset or empty is `default`."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    return value not in ("0", "false", "no", "off")
+
+
 def lakehouse_home() -> Path:
     """Local state folder: `LAKEHOUSE_HOME`, default `.lakehouse/` in the project."""
     home = os.environ.get("LAKEHOUSE_HOME")

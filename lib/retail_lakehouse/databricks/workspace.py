@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from retail_lakehouse.core.config import load_settings
+from retail_lakehouse.core.config import env_flag, load_settings
 from retail_lakehouse.core.errors import CredentialsError, JobFailedError, JobNotFoundError
 from retail_lakehouse.databricks.statements import run_sql, warehouse_id
 
@@ -179,7 +179,7 @@ def _outdated(live: _Live) -> bool:
 def _autostart_allowed() -> bool:
     if os.environ.get("SPARK_REMOTE"):
         return False  # this process (tree) shares an engine already: serve from it, in-process
-    return os.environ.get("LAKEHOUSE_WORKSPACE_AUTOSTART", "1").strip().lower() not in ("0", "false", "no", "off")
+    return env_flag("LAKEHOUSE_WORKSPACE_AUTOSTART")
 
 
 def _in_process() -> Any:

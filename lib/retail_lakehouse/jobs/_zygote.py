@@ -43,6 +43,7 @@ from typing import Any
 from jupyter_client.provisioning import LocalProvisioner
 from traitlets import List, Unicode
 
+from retail_lakehouse.core.config import env_flag
 from retail_lakehouse.core.errors import KernelError
 
 __all__ = ["ForkProvisioner", "ZygoteError", "enabled", "running_servers", "spawn", "stop_servers"]
@@ -86,7 +87,7 @@ class ZygoteError(KernelError):
 
 def enabled() -> bool:
     """Whether kernels may be forked (`LAKEHOUSE_FORK_KERNELS=0` turns it off)."""
-    return os.environ.get("LAKEHOUSE_FORK_KERNELS", "1").strip().lower() not in ("0", "false", "no", "off")
+    return env_flag("LAKEHOUSE_FORK_KERNELS")
 
 
 # ----------------------------------------------------------------------------- where it lives

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from retail_lakehouse.core.config import lakehouse_home, load_settings
+from retail_lakehouse.core.config import env_flag, lakehouse_home, load_settings
 from retail_lakehouse.core.errors import ParameterError
 from retail_lakehouse.databricks.bundle import Bundle, JobSpec, TaskSpec, load_bundle, param_str
 from retail_lakehouse.jobs.job_runs import JobRun, Recorder, TaskRun, row
@@ -124,7 +124,7 @@ def run_job(
         engine.start_local_server(settings)
     recorder = Recorder(env)
     if warm_kernels is None:
-        warm_kernels = os.environ.get("LAKEHOUSE_WARM_KERNELS", "1") != "0"
+        warm_kernels = env_flag("LAKEHOUSE_WARM_KERNELS")
     parallel = max_parallel or min(2, os.cpu_count() or 1)
     pool = KernelPool(size=parallel if warm_kernels else 0, budget=_notebook_tasks(b, job), preload=preload)
     execution = _Execution(
