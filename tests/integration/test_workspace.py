@@ -515,3 +515,18 @@ def test_only_engine_modules_import_sail_or_delta_rs():
                 names = [node.module]
             offenders += [f"{rel}: {n}" for n in names if n.split(".")[0] in ("pysail", "deltalake")]
     assert not offenders, offenders
+
+
+def test_run_sql_tells_a_missing_table_from_other_errors(w):
+    """A missing table is a TableNotFoundError (and still a SqlError), so callers need not match
+    error text; Databricks says TABLE_OR_VIEW_NOT_FOUND, and so does the local workspace."""
+    from retail_lakehouse.core.errors import SqlError, TableNotFoundError
+    from retail_lakehouse.databricks.statements import run_sql
+
+    with pytest.raises(TableNotFoundError) as caught:
+        run_sql(w, "SELECT * FROM retail_datalake.local_gold.no_such_table")
+    assert isinstance(caught.value, SqlError)
+    assert caught.value.table.endswith("no_such_table")
+    with pytest.raises(SqlError) as other:
+        run_sql(w, "SELECT no_such_function(1)")
+    assert not isinstance(other.value, TableNotFoundError)

@@ -117,3 +117,7 @@ class BookBuildError(LakehouseError):
 class DrillError(LakehouseError):
     """A drill could not break the lakehouse as it should (its set-up job failed)."""
 
+
+class TableOrViewNotFoundError(TableNotFoundError, SqlError):
+    """A SQL statement named a table or view that does not exist (Databricks' TABLE_OR_VIEW_NOT_FOUND)."""
+

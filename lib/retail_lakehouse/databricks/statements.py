@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 from retail_lakehouse.core.config import load_settings
-from retail_lakehouse.core.errors import ConfigError, ParameterError, SqlError
+from retail_lakehouse.core.errors import ConfigError, ParameterError, SqlError, TableOrViewNotFoundError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -83,6 +83,8 @@ def run_sql(
             `LIMIT n` with n <= INLINE_MAX_ROWS, EXTERNAL_LINKS for other queries.
 
     Raises:
+        TableOrViewNotFoundError: the statement names a table or view that does not exist (also a
+            SqlError and a TableNotFoundError).
         SqlError: the statement failed or was canceled, or a chunk could not be downloaded; the
             message has the warehouse's error.
     """
@@ -115,7 +117,11 @@ def run_sql(
     if state != "SUCCEEDED":
         err = response.status.error if response.status else None
         detail = f"{err.error_code.value if err and err.error_code else ''}: {err.message if err else ''}"
-        raise SqlError(f"statement {state}: {detail}\n  in statement: {statement[:400]}")
+        message = f"statement {state}: {detail}\n  in statement: {statement[:400]}"
+        if "TABLE_OR_VIEW_NOT_FOUND" in detail:
+            named = re.search(r"not found: `?([\w.]+)|`([^`]+)`", detail)
+            raise TableOrViewNotFoundError(next((g for g in named.groups() if g), "") if named else "", message)
+        raise SqlError(message)
     manifest = response.manifest
     columns = manifest.schema.columns or [] if manifest and manifest.schema else []
     if external:

@@ -263,10 +263,12 @@ class StatementService:
         except ApiError as exc:
             final, error = "FAILED", (exc.error_code, exc.message)
         except Exception as exc:  # the statement's own failure: reported in its status, never raised
-            from retail_lakehouse.core.errors import LakehouseError
+            from retail_lakehouse.core.errors import LakehouseError, TableNotFoundError
 
             code = "BAD_REQUEST" if isinstance(exc, LakehouseError) else "INTERNAL_ERROR"
-            final, error = "FAILED", (code, f"{type(exc).__name__}: {exc}")
+            # As Databricks says it, so that clients (run_sql) tell a missing table from other errors.
+            tag = "[TABLE_OR_VIEW_NOT_FOUND] " if isinstance(exc, TableNotFoundError) else ""
+            final, error = "FAILED", (code, f"{tag}{type(exc).__name__}: {exc}")
         finally:
             if spark is not None:
                 spark.removeTag(st.tag)
