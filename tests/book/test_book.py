@@ -206,3 +206,11 @@ def test_execute_runs_the_drill_then_the_notebook(tmp_path, monkeypatch):
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
     chart = executed.cells[-1].outputs[0]["data"]
     assert "plotly-graph-div" in chart["text/html"] and "application/vnd.plotly.v1+json" not in chart
+
+
+def test_scrub_replaces_machine_paths_longest_first():
+    from retail_lakehouse.site._book_runs import scrub
+
+    paths = [("/work/repo/.venv", "<venv>"), ("/work/repo", "<repo>")]
+    out = scrub({"a": ["File /work/repo/.venv/lib/x.py", "see /work/repo/ops"], "n": 3}, paths)
+    assert out == {"a": ["File <venv>/lib/x.py", "see <repo>/ops"], "n": 3}

@@ -108,6 +108,24 @@ def test_internal_links_resolve(site, pages):
     assert not broken, "broken internal links:\n" + "\n".join(broken)
 
 
+def test_no_path_of_the_building_machine(site):
+    """Pages and downloadable notebooks name no folder of the machine that built them: not the
+    repository, the virtualenv, the lakehouse, the temporary folder or the user's home."""
+    import sys
+    import tempfile
+
+    from retail_lakehouse.core.config import PROJECT_ROOT
+
+    machine = {str(PROJECT_ROOT), sys.prefix, tempfile.gettempdir(), str(Path.home())} - {"/", ""}
+    leaks = []
+    for path in sorted(site.rglob("*")):
+        if path.suffix not in (".html", ".ipynb", ".md", ".txt", ".js") or "_static" in path.parts:
+            continue
+        text = path.read_text(errors="replace")
+        leaks += [f"{path.relative_to(site)}: {m}" for m in sorted(machine) if m in text]
+    assert not leaks, "\n".join(leaks[:30])
+
+
 def test_no_reference_to_the_network(site, pages):
     """No script, stylesheet or image comes from elsewhere (plotly.js and MathJax included)."""
     external = []

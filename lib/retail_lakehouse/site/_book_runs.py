@@ -204,10 +204,53 @@ def _shell_value(value: Any) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
+def machine_paths() -> list[tuple[str, str]]:
+    """(absolute path of this machine, what the site shows instead), longest first: the repository,
+    the interpreter's environment, the lakehouse, the temporary folder and the user's home."""
+    import tempfile
+
+    found = {
+        str(PROJECT_ROOT): "<repo>",
+        sys.prefix: "<venv>",
+        sys.base_prefix: "<python>",
+        os.environ.get("LAKEHOUSE_HOME", ""): "$LAKEHOUSE_HOME",
+        tempfile.gettempdir(): "<tmp>",
+        str(Path.home()): "~",
+    }
+    pairs = {os.path.realpath(p): v for p, v in found.items() if p and p != "/"} | {
+        p: v for p, v in found.items() if p and p != "/"
+    }
+    return sorted(pairs.items(), key=lambda kv: -len(kv[0]))
+
+
+def scrub(value: Any, paths: list[tuple[str, str]]) -> Any:
+    """`value` (text, or lists and mappings of it) with this machine's paths replaced."""
+    if isinstance(value, str):
+        for path, shown in paths:
+            value = value.replace(path, shown)
+        return value
+    if isinstance(value, list):
+        return [scrub(v, paths) for v in value]
+    if isinstance(value, dict):
+        return {k: scrub(v, paths) for k, v in value.items()}
+    return value
+
+
 def prepare_for_site(nb: Any, record: RunRecord) -> Any:
-    """Title, provenance note and offline-renderable outputs for an executed notebook."""
+    """Title, provenance note and offline-renderable outputs for an executed notebook, with no
+    path of the machine that ran it (papermill's input/output paths, tracebacks, printed paths)."""
     import nbformat
 
+    paths = machine_paths()
+    for cell in nb.cells:
+        cell.source = scrub(cell.source, paths)
+        if cell.cell_type == "code":
+            cell.outputs = [nbformat.from_dict(scrub(dict(o), paths)) for o in cell.get("outputs", [])]
+    papermill_meta = nb.metadata.get("papermill")
+    if papermill_meta is not None:
+        papermill_meta["input_path"] = f"ops_notebooks/{record.notebook}.ipynb"
+        papermill_meta["output_path"] = "out.ipynb"
+        nb.metadata["papermill"] = scrub(dict(papermill_meta), paths)
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = _demote_headings(cell.source)
@@ -224,7 +267,7 @@ def prepare_for_site(nb: Any, record: RunRecord) -> Any:
         f"    {command_line(record.notebook, record.parameters)}\n"
         f"```\n"
     )
-    nb.cells.insert(0, nbformat.v4.new_markdown_cell(intro))
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(scrub(intro, paths)))
     nb.metadata.pop("widgets", None)
     return nb
 
