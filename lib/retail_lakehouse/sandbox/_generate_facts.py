@@ -53,6 +53,217 @@ def _assign(kind: np.ndarray, draws: np.ndarray, rates: list[float]) -> None:
         kind[hit] = j + 1
 
 
+@dataclass
+class _Orders:
+    """One day's orders as drawn, one array entry per order; defects are applied in place."""
+
+    order_id: np.ndarray
+    customer: np.ndarray
+    store: np.ndarray
+    channel: np.ndarray
+    status: np.ndarray
+    order_ts: np.ndarray
+    updated: np.ndarray
+    promo: list[str | None]
+    n_lines: np.ndarray
+
+    @classmethod
+    def draw(
+        cls,
+        rng: np.random.Generator,
+        *,
+        day_start: int,
+        scale_factor: float,
+        n_customers: int,
+        n_stores: int,
+        first_order_id: int,
+    ) -> _Orders:
+        n = max(1, int(rng.poisson(2_000 * scale_factor)))
+        order_id = first_order_id + np.arange(n)
+        customer = rng.integers(1, n_customers + 1, n)
+        store = rng.integers(1, n_stores + 1, n)
+        channel = rng.choice(len(CHANNELS), n, p=CHANNEL_P)
+        status = rng.choice(len(ORDER_STATUSES), n, p=ORDER_STATUS_P)
+        sec = rng.choice(24, n, p=HOUR_P) * 3600 + rng.integers(0, 3600, n)
+        order_ts = day_start + np.sort(sec)
+        updated = np.minimum(order_ts + rng.integers(0, 900, n), day_start + DAY - 1)
+        promo_hit = rng.random(n) < 0.3
+        promo_pick = rng.integers(0, len(PROMO_CODES), n)
+        n_lines = rng.integers(1, 6, n)
+        promo = [
+            PROMO_CODES[p] if h else None
+            for p, h in zip(promo_pick.tolist(), promo_hit.tolist(), strict=True)
+        ]
+        return cls(order_id, customer, store, channel, status, order_ts, updated, promo, n_lines)
+
+
+@dataclass
+class _Lines:
+    """One day's order lines as drawn, one array entry per line; defects are applied in place."""
+
+    order: np.ndarray  # index into the day's orders
+    product: np.ndarray
+    quantity: np.ndarray
+    discount: np.ndarray
+    price: np.ndarray
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, products: Products, n_lines: np.ndarray) -> _Lines:
+        m = int(n_lines.sum())
+        order = np.repeat(np.arange(len(n_lines)), n_lines)
+        active = products.active_ids
+        product = active[rng.choice(len(active), m, p=products.popularity)]
+        quantity = 1 + rng.poisson(0.6, m)
+        discount = np.where(rng.random(m) < 0.3, rng.choice(DISCOUNTS, m), 0.0)
+        price = products.unit_price[product - 1]
+        return cls(order, product, quantity, discount, price)
+
+    def order_totals(self, n_orders: int) -> np.ndarray:
+        """Sum of each order's line amounts, rounded to cents."""
+        amount = self.quantity * self.price * (1.0 - self.discount)
+        return np.round(np.bincount(self.order, weights=amount, minlength=n_orders), 2)
+
+
+@dataclass
+class _OrderDefectDraws:
+    """Draws for the order defects: null customer, unknown store, bad order_ts, late arrival, duplicate."""
+
+    kind: np.ndarray  # (n, 5) uniform draws, one column per defect
+    late_days: np.ndarray
+    late_sec: np.ndarray
+    late_upd: np.ndarray
+    bad_pick: np.ndarray
+    bad_store: np.ndarray
+    dup_delay: np.ndarray
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, n: int) -> _OrderDefectDraws:
+        return cls(
+            rng.random((n, 5)), rng.integers(1, 4, n), rng.integers(0, DAY, n), rng.integers(0, DAY, n),
+            rng.integers(0, len(BAD_DATES), n), UNKNOWN_ID_BASE + rng.integers(0, 1_000_000, n),
+            rng.integers(0, 600, n) * (rng.random(n) < 0.5),
+        )  # fmt: skip
+
+
+@dataclass
+class _LineDefectDraws:
+    """Draws for the line defects: null product, unknown product, negative quantity, bad price, duplicate."""
+
+    kind: np.ndarray  # (m, 5) uniform draws, one column per defect
+    bad_product: np.ndarray
+    price_high: np.ndarray
+    price_factor: np.ndarray
+    price_zero: np.ndarray
+    dup_delay: np.ndarray
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, m: int) -> _LineDefectDraws:
+        return cls(
+            rng.random((m, 5)), UNKNOWN_ID_BASE + rng.integers(0, 1_000_000, m), rng.random(m) < 0.5,
+            rng.uniform(11.0, 50.0, m), rng.random(m) < 0.5, rng.integers(0, 600, m) * (rng.random(m) < 0.5),
+        )  # fmt: skip
+
+
+def _order_defects(
+    orders: _Orders, draws: _OrderDefectDraws, rates: DefectRates, *, day: int, day_start: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Defect code per order (1 null customer, 2 unknown store, 3 bad order_ts, 4 late) and the duplicates.
+
+    Late arrivals are applied here (order_ts moved back, updated_at within the day); the other codes are
+    applied when the rows are built.
+    """
+    kind = np.zeros(len(orders.order_id), dtype="int8")
+    late_rate = rates.late_arriving if day > 0 else 0.0  # nothing exists before day 0 to arrive late for
+    _assign(kind, draws.kind, [rates.null_keys, rates.unknown_references, rates.unparseable_dates, late_rate])
+    late = kind == 4
+    late_days = np.minimum(draws.late_days, day)
+    orders.order_ts = np.where(late, day_start - late_days * DAY + draws.late_sec, orders.order_ts)
+    orders.updated = np.where(late, day_start + draws.late_upd, orders.updated)
+    return kind, (kind == 0) & (draws.kind[:, 4] < rates.duplicate_records)
+
+
+def _line_defects(
+    lines: _Lines, draws: _LineDefectDraws, rates: DefectRates
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Defect code per line (1 null product, 2 unknown product, 3 negative quantity, 4 bad price).
+
+    Returns:
+        The codes, the duplicates, and the product_id column (objects, None for null keys).
+    """
+    kind = np.zeros(len(lines.order), dtype="int8")
+    _assign(kind, draws.kind, [rates.null_keys, rates.unknown_references, rates.negative_quantities,
+                               rates.price_out_of_range])  # fmt: skip
+    dup = (kind == 0) & (draws.kind[:, 4] < rates.duplicate_records)
+    product_col = np.where(kind == 2, draws.bad_product, lines.product).astype(object)
+    product_col[kind == 1] = None
+    lines.quantity = np.where(kind == 3, -lines.quantity, lines.quantity)
+    price = lines.price
+    bad_price = np.where(
+        draws.price_high, np.round(price * draws.price_factor, 2), np.where(draws.price_zero, 0.0, -price)
+    )
+    lines.price = np.where(kind == 4, bad_price, price)
+    return kind, dup, product_col
+
+
+def _order_rows(
+    orders: _Orders,
+    kind: np.ndarray,
+    draws: _OrderDefectDraws,
+    total: np.ndarray,
+    *,
+    with_promo: bool,
+    dup_idx: np.ndarray,
+    day_end: int,
+) -> list[tuple]:
+    """Order rows with the null customers, unknown stores and bad timestamps, then the re-sent copies."""
+    customer_col = orders.customer.astype(object)
+    customer_col[kind == 1] = None
+    store = np.where(kind == 2, draws.bad_store, orders.store)
+    ts_s = epoch_texts(orders.order_ts)
+    for i in np.flatnonzero(kind == 3).tolist():
+        ts_s[i] = BAD_DATES[draws.bad_pick[i]]
+    upd_s = epoch_texts(orders.updated)
+    cols = [orders.order_id.tolist(), customer_col.tolist(), store.tolist(), ts_s,
+            [ORDER_STATUSES[s] for s in orders.status.tolist()],
+            [CHANNELS[c] for c in orders.channel.tolist()], total.tolist(), upd_s]  # fmt: skip
+    if with_promo:
+        cols.append(orders.promo)
+    rows = list(zip(*cols, strict=True))
+    if len(dup_idx):
+        dup_upd = epoch_texts(np.minimum(orders.updated[dup_idx] + draws.dup_delay[dup_idx], day_end))
+        for i, u in zip(dup_idx.tolist(), dup_upd, strict=True):
+            row = list(rows[i])
+            row[7] = u
+            rows.append(tuple(row))
+    return rows
+
+
+def _item_rows(
+    lines: _Lines,
+    product_col: np.ndarray,
+    order_id: np.ndarray,
+    updated: np.ndarray,
+    *,
+    first_item_id: int,
+    dup_idx: np.ndarray,
+    dup_delay: np.ndarray,
+    day_end: int,
+) -> list[tuple]:
+    """Order line rows, written with their order (same updated_at), then the re-sent copies."""
+    line_updated = updated[lines.order]
+    rows = list(zip(
+        (first_item_id + np.arange(len(lines.order))).tolist(), order_id[lines.order].tolist(),
+        product_col.tolist(), lines.quantity.tolist(), np.round(lines.price, 2).tolist(),
+        np.round(lines.discount, 2).tolist(), epoch_texts(line_updated),
+        strict=True,
+    ))  # fmt: skip
+    if len(dup_idx):
+        dup_upd = epoch_texts(np.minimum(line_updated[dup_idx] + dup_delay[dup_idx], day_end))
+        for i, u in zip(dup_idx.tolist(), dup_upd, strict=True):
+            rows.append((*rows[i][:6], u))
+    return rows
+
+
 def orders_day(
     rng: np.random.Generator,
     rng_items: np.random.Generator,
@@ -70,108 +281,31 @@ def orders_day(
     with_promo: bool,
 ) -> OrdersDay:
     """Orders and order lines written (updated_at) on `day`."""
-    n = max(1, int(rng.poisson(2_000 * scale_factor)))
-    order_id = first_order_id + np.arange(n)
-    customer = rng.integers(1, n_customers + 1, n)
-    store = rng.integers(1, n_stores + 1, n)
-    channel = rng.choice(len(CHANNELS), n, p=CHANNEL_P)
-    status = rng.choice(len(ORDER_STATUSES), n, p=ORDER_STATUS_P)
-    sec = rng.choice(24, n, p=HOUR_P) * 3600 + rng.integers(0, 3600, n)
-    order_ts = day_start + np.sort(sec)
-    updated = np.minimum(order_ts + rng.integers(0, 900, n), day_start + DAY - 1)
-    promo_hit = rng.random(n) < 0.3
-    promo_pick = rng.integers(0, len(PROMO_CODES), n)
-    n_lines = rng.integers(1, 6, n)
+    orders = _Orders.draw(
+        rng, day_start=day_start, scale_factor=scale_factor, n_customers=n_customers, n_stores=n_stores,
+        first_order_id=first_order_id,
+    )  # fmt: skip
+    lines = _Lines.draw(rng_items, products, orders.n_lines)
+    total = lines.order_totals(len(orders.order_id))  # of the clean lines, before defects
+    order_draws = _OrderDefectDraws.draw(rng_defects, len(orders.order_id))
+    line_draws = _LineDefectDraws.draw(rng_defects, len(lines.order))
 
-    # order lines
-    m = int(n_lines.sum())
-    line_order = np.repeat(np.arange(n), n_lines)
-    active = products.active_ids
-    product = active[rng_items.choice(len(active), m, p=products.popularity)]
-    quantity = 1 + rng_items.poisson(0.6, m)
-    discount = np.where(rng_items.random(m) < 0.3, rng_items.choice(DISCOUNTS, m), 0.0)
-    price = products.unit_price[product - 1]
-    amount = quantity * price * (1.0 - discount)
-    total = np.round(np.bincount(line_order, weights=amount, minlength=n), 2)
-
-    # order defects: null customer, unknown store, unparseable order_ts, late arrival, duplicate
-    od = rng_defects.random((n, 5))
-    late_days = rng_defects.integers(1, 4, n)
-    late_sec = rng_defects.integers(0, DAY, n)
-    late_upd = rng_defects.integers(0, DAY, n)
-    bad_pick = rng_defects.integers(0, len(BAD_DATES), n)
-    bad_store = UNKNOWN_ID_BASE + rng_defects.integers(0, 1_000_000, n)
-    dup_delay = rng_defects.integers(0, 600, n) * (rng_defects.random(n) < 0.5)
-    # line defects: null product, unknown product, negative quantity, price out of range, duplicate
-    ld = rng_defects.random((m, 5))
-    bad_product = UNKNOWN_ID_BASE + rng_defects.integers(0, 1_000_000, m)
-    price_high = rng_defects.random(m) < 0.5
-    price_factor = rng_defects.uniform(11.0, 50.0, m)
-    price_zero = rng_defects.random(m) < 0.5
-    line_dup_delay = rng_defects.integers(0, 600, m) * (rng_defects.random(m) < 0.5)
-
-    okind = np.zeros(n, dtype="int8")
-    late_rate = rates.late_arriving if day > 0 else 0.0  # nothing exists before day 0 to arrive late for
-    _assign(okind, od, [rates.null_keys, rates.unknown_references, rates.unparseable_dates, late_rate])
-    late = okind == 4
-    late_days = np.minimum(late_days, day)
-    order_ts = np.where(late, day_start - late_days * DAY + late_sec, order_ts)
-    updated = np.where(late, day_start + late_upd, updated)
-    order_dup = (okind == 0) & (od[:, 4] < rates.duplicate_records)
-    # lines are written with their order
-    line_updated = updated[line_order]
-
-    lkind = np.zeros(m, dtype="int8")
-    _assign(lkind, ld, [rates.null_keys, rates.unknown_references, rates.negative_quantities,
-                        rates.price_out_of_range])  # fmt: skip
-    line_dup = (lkind == 0) & (ld[:, 4] < rates.duplicate_records)
-    product_col = np.where(lkind == 2, bad_product, product).astype(object)
-    product_col[lkind == 1] = None
-    quantity = np.where(lkind == 3, -quantity, quantity)
-    bad_price = np.where(price_high, np.round(price * price_factor, 2), np.where(price_zero, 0.0, -price))
-    price = np.where(lkind == 4, bad_price, price)
-
-    # orders -> rows
-    customer_col = customer.astype(object)
-    customer_col[okind == 1] = None
-    store = np.where(okind == 2, bad_store, store)
-    ts_s = epoch_texts(order_ts)
-    for i in np.flatnonzero(okind == 3).tolist():
-        ts_s[i] = BAD_DATES[bad_pick[i]]
-    upd_s = epoch_texts(updated)
-    promo = [
-        PROMO_CODES[p] if h else None for p, h in zip(promo_pick.tolist(), promo_hit.tolist(), strict=True)
-    ]
-    cols = [order_id.tolist(), customer_col.tolist(), store.tolist(), ts_s,
-            [ORDER_STATUSES[s] for s in status.tolist()], [CHANNELS[c] for c in channel.tolist()],
-            total.tolist(), upd_s]  # fmt: skip
-    if with_promo:
-        cols.append(promo)
-    orders = list(zip(*cols, strict=True))
-    dup_idx = np.flatnonzero(order_dup)
-    if len(dup_idx):
-        dup_upd = epoch_texts(np.minimum(updated[dup_idx] + dup_delay[dup_idx], day_start + DAY - 1))
-        for i, u in zip(dup_idx.tolist(), dup_upd, strict=True):
-            row = list(orders[i])
-            row[7] = u
-            orders.append(tuple(row))
-
-    items = list(zip(
-        (first_item_id + np.arange(m)).tolist(), order_id[line_order].tolist(), product_col.tolist(),
-        quantity.tolist(), np.round(price, 2).tolist(), np.round(discount, 2).tolist(), epoch_texts(line_updated),
-        strict=True,
-    ))  # fmt: skip
-    ldup_idx = np.flatnonzero(line_dup)
-    if len(ldup_idx):
-        dup_upd = epoch_texts(np.minimum(line_updated[ldup_idx] + line_dup_delay[ldup_idx], day_start + DAY - 1))
-        for i, u in zip(ldup_idx.tolist(), dup_upd, strict=True):
-            items.append((*items[i][:6], u))
-
+    okind, order_dup = _order_defects(orders, order_draws, rates, day=day, day_start=day_start)
+    lkind, line_dup, product_col = _line_defects(lines, line_draws, rates)
+    dup_idx, ldup_idx = np.flatnonzero(order_dup), np.flatnonzero(line_dup)
+    day_end = day_start + DAY - 1
+    order_rows = _order_rows(
+        orders, okind, order_draws, total, with_promo=with_promo, dup_idx=dup_idx, day_end=day_end
+    )
+    item_rows = _item_rows(
+        lines, product_col, orders.order_id, orders.updated, first_item_id=first_item_id, dup_idx=ldup_idx,
+        dup_delay=line_draws.dup_delay, day_end=day_end,
+    )  # fmt: skip
     defects = {
         "orders.null_keys": int((okind == 1).sum()),
         "orders.unknown_references": int((okind == 2).sum()),
         "orders.unparseable_dates": int((okind == 3).sum()),
-        "orders.late_arriving": int(late.sum()),
+        "orders.late_arriving": int((okind == 4).sum()),
         "orders.duplicate_records": len(dup_idx),
         "order_items.null_keys": int((lkind == 1).sum()),
         "order_items.unknown_references": int((lkind == 2).sum()),
@@ -179,7 +313,7 @@ def orders_day(
         "order_items.price_out_of_range": int((lkind == 4).sum()),
         "order_items.duplicate_records": len(ldup_idx),
     }
-    return OrdersDay(orders, items, defects)
+    return OrdersDay(order_rows, item_rows, defects)
 
 
 @dataclass

@@ -26,6 +26,8 @@ import math
 import os
 import re
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from pathlib import Path
@@ -214,6 +216,161 @@ def _prune_landing(landing_dir: Path, written: set[Path]) -> None:
             day_dir.rmdir()
 
 
+@contextmanager
+def _replacing_database(path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection to a new temporary file that replaces `path` once committed, or is deleted on error."""
+    tmp_path = path.with_name(path.name + ".tmp")
+    tmp_path.unlink(missing_ok=True)
+    conn = sqlite3.connect(tmp_path)
+    try:
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+        yield conn
+        conn.commit()
+    except BaseException:
+        conn.close()
+        tmp_path.unlink(missing_ok=True)
+        raise
+    conn.close()
+    os.replace(tmp_path, path)
+
+
+class _Generation:
+    """State of one :func:`generate` run: the entities, id counters, counts and the files written.
+
+    Call :meth:`day` for each day in order, then :meth:`finish`. Reference-data changes of a day take effect
+    in the sales of the next day.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        seed: int,
+        scale_factor: float,
+        rates: DefectRates,
+        start_date: date,
+        landing_dir: Path,
+    ) -> None:
+        self.conn, self.seed, self.scale_factor, self.rates = conn, seed, scale_factor, rates
+        self.start_date, self.landing_dir = start_date, landing_dir
+        self.start = calendar.timegm(start_date.timetuple())
+        self.customers = ent.base_customers(
+            self._random(_CUSTOMERS, 0), round(10_000 * scale_factor), self.start
+        )
+        self.products = ent.base_products(
+            self._random(_PRODUCTS, 0), max(1, round(2_000 * scale_factor)), self.start
+        )
+        self.stores = ent.base_stores(self._random(_STORES, 0), max(1, round(50 * scale_factor)), self.start)
+        if len(self.customers) == 0:
+            before = self.start - ent.DAY
+            self.customers.add(self._random(_CUSTOMERS, 0, _DEFECTS), np.array([before]), np.array([before]))
+        self.counts: dict[str, int] = {}
+        self.customer_dups: list[tuple] = []
+        self.rows = {"orders": 0, "order_items": 0, "pos_events": 0}
+        self.pos_files = 0
+        self.written: set[Path] = set()
+        self.next_order, self.next_item = 1, 1
+        # The initial load counts as one day of written customer rows.
+        self._resend_customers(self._random(_CUSTOMERS, 0, _DEFECTS), list(range(len(self.customers))))
+        for table, ddl in _DDL.items():
+            conn.execute(f"CREATE TABLE {table} ({ddl})")
+
+    def _random(self, stream: int, day: int, purpose: int = _DATA) -> np.random.Generator:
+        """The generator of (stream, day, purpose) for this run's seed."""
+        return _rng(self.seed, stream, day, purpose)
+
+    def _count(self, defects: dict[str, int]) -> None:
+        for key, n in defects.items():
+            self.counts[key] = self.counts.get(key, 0) + n
+
+    def day(self, day: int) -> None:
+        """Write the orders and POS files of `day`, then apply its reference-data changes."""
+        day_start = self.start + day * ent.DAY
+        if day == self.rates.schema_change_day:
+            self.conn.execute(_PROMO_MIGRATION)
+        n_customers = len(self.customers)  # sales reference customers known at the start of the day
+        self._orders(day, day_start, n_customers)
+        self._pos_files(day, day_start, n_customers)
+        self._reference_changes(day, day_start)
+
+    def _orders(self, day: int, day_start: int, n_customers: int) -> None:
+        """Insert the day's orders and lines; the id counters skip past the new rows, not the re-sent ones."""
+        rates = self.rates
+        od = facts.orders_day(
+            self._random(_ORDERS, day), self._random(_ORDER_ITEMS, day), self._random(_ORDERS, day, _DEFECTS),
+            day=day, day_start=day_start, scale_factor=self.scale_factor, n_customers=n_customers,
+            n_stores=len(self.stores), products=self.products, first_order_id=self.next_order,
+            first_item_id=self.next_item, rates=rates, with_promo=day >= rates.schema_change_day,
+        )  # fmt: skip
+        self.next_order += len(od.orders) - od.defects["orders.duplicate_records"]
+        self.next_item += len(od.order_items) - od.defects["order_items.duplicate_records"]
+        _insert(self.conn, "orders", od.orders)
+        _insert(self.conn, "order_items", od.order_items)
+        self.rows["orders"] += len(od.orders)
+        self.rows["order_items"] += len(od.order_items)
+        self._count(od.defects)
+
+    def _pos_files(self, day: int, day_start: int, n_customers: int) -> None:
+        """Write the day's POS landing files, one per trading hour and part, stamped with the hour's end."""
+        pos = facts.pos_day(
+            self._random(_POS, day), self._random(_POS, day, _DEFECTS), day_start=day_start,
+            scale_factor=self.scale_factor, n_customers=n_customers, n_stores=len(self.stores),
+            products=self.products, rates=self.rates,
+        )  # fmt: skip
+        day_dir = self.landing_dir / date.fromordinal(self.start_date.toordinal() + day).isoformat()
+        day_dir.mkdir(exist_ok=True)
+        stamp = day_dir.name.replace("-", "")
+        for hour, part, text in pos.files:
+            path = day_dir / (f"pos_{stamp}_{hour:02d}" + (f"_{part}" if part else "") + ".jsonl")
+            _write_file(path, text, day_start + (hour + 1) * 3600)
+            self.written.add(path)
+        self.pos_files += len(pos.files)
+        self.rows["pos_events"] += pos.events
+        self._count(pos.defects)
+
+    def _reference_changes(self, day: int, day_start: int) -> None:
+        """Change customers and prices, add new customers, and re-send some of the customer rows written."""
+        customers, rates = self.customers, self.rates
+        changed = ent.change_customers(
+            self._random(_CUSTOMER_CHANGES, day), customers, rates.customer_changes, day_start
+        )
+        new = ent.new_customers(
+            self._random(_CUSTOMERS, day + 1), customers, 10 * self.scale_factor, day_start
+        )
+        self._count({"customers.customer_changes": len(changed), "customers.new_customers": len(new)})
+        self._resend_customers(self._random(_CUSTOMER_CHANGES, day, _DEFECTS), sorted(set(changed)) + new)
+        changed_p = ent.change_prices(
+            self._random(_PRICE_CHANGES, day), self.products, rates.price_changes, day_start
+        )
+        self._count({"products.price_changes": len(changed_p)})
+
+    def _resend_customers(self, rng: np.random.Generator, idx: list[int]) -> None:
+        """Re-send a share of the customer rows written (`idx`), some with a later updated_at."""
+        customers, rate = self.customers, self.rates.duplicate_records
+        pick, delay = rng.random(len(idx)), rng.integers(0, 600, len(idx)) * (rng.random(len(idx)) < 0.5)
+        for k in np.flatnonzero(pick < rate).tolist():
+            i = idx[k]
+            updated = ent.epoch_texts([customers.updated_at[i] + int(delay[k])])[0]
+            self.customer_dups.append((*customers.row(i)[:11], updated))
+        self._count({"customers.duplicate_records": int((pick < rate).sum())})
+
+    def finish(self) -> dict[str, int]:
+        """Write the reference tables and the indexes; return the rows written per table."""
+        customer_rows = self.customers.rows() + self.customer_dups
+        _insert(self.conn, "customers", customer_rows)
+        _insert(self.conn, "products", self.products.rows())
+        _insert(self.conn, "stores", self.stores)
+        for table in _DDL:
+            self.conn.execute(f"CREATE INDEX ix_{table}_updated_at ON {table} (updated_at)")
+        return {
+            "customers": len(customer_rows),
+            "products": len(self.products.rows_static),
+            "stores": len(self.stores),
+            **self.rows,
+        }
+
+
 def generate(
     home: Path,
     *,
@@ -255,117 +412,23 @@ def generate(
     oltp_path.parent.mkdir(parents=True, exist_ok=True)
     landing_dir.mkdir(parents=True, exist_ok=True)
 
-    start = calendar.timegm(start_date.timetuple())
-    customers = ent.base_customers(_rng(seed, _CUSTOMERS, 0), round(10_000 * scale_factor), start)
-    products = ent.base_products(_rng(seed, _PRODUCTS, 0), max(1, round(2_000 * scale_factor)), start)
-    stores = ent.base_stores(_rng(seed, _STORES, 0), max(1, round(50 * scale_factor)), start)
-    if len(customers) == 0:
-        customers.add(
-            _rng(seed, _CUSTOMERS, 0, _DEFECTS), np.array([start - ent.DAY]), np.array([start - ent.DAY])
+    with _replacing_database(oltp_path) as conn:
+        run = _Generation(
+            conn,
+            seed=seed,
+            scale_factor=scale_factor,
+            rates=rates,
+            start_date=start_date,
+            landing_dir=landing_dir,
         )
-    counts: dict[str, int] = {}
-
-    def count(key: str, n: int) -> None:
-        counts[key] = counts.get(key, 0) + n
-
-    # Re-sent customer rows: a share of the rows each "day" writes (the initial load counts as one day).
-    customer_dups: list[tuple] = []
-
-    def resend_customers(rng: np.random.Generator, idx: list[int]) -> None:
-        pick, delay = rng.random(len(idx)), rng.integers(0, 600, len(idx)) * (rng.random(len(idx)) < 0.5)
-        for k in np.flatnonzero(pick < rates.duplicate_records).tolist():
-            i = idx[k]
-            row = customers.row(i)
-            customer_dups.append((*row[:11], ent.epoch_texts([customers.updated_at[i] + int(delay[k])])[0]))
-        count("customers.duplicate_records", int((pick < rates.duplicate_records).sum()))
-
-    resend_customers(_rng(seed, _CUSTOMERS, 0, _DEFECTS), list(range(len(customers))))
-
-    tmp_path = oltp_path.with_name(oltp_path.name + ".tmp")
-    tmp_path.unlink(missing_ok=True)
-    conn = sqlite3.connect(tmp_path)
-    written: set[Path] = set()
-    rows = {"orders": 0, "order_items": 0, "pos_events": 0}
-    pos_files = 0
-    try:
-        conn.execute("PRAGMA journal_mode=OFF")
-        conn.execute("PRAGMA synchronous=OFF")
-        for table, ddl in _DDL.items():
-            conn.execute(f"CREATE TABLE {table} ({ddl})")
-        next_order, next_item = 1, 1
         for day in range(days):
-            day_start = start + day * ent.DAY
-            if day == rates.schema_change_day:
-                conn.execute(_PROMO_MIGRATION)
-            n_customers = len(customers)  # sales reference customers known at the start of the day
-            od = facts.orders_day(
-                _rng(seed, _ORDERS, day), _rng(seed, _ORDER_ITEMS, day), _rng(seed, _ORDERS, day, _DEFECTS),
-                day=day, day_start=day_start, scale_factor=scale_factor, n_customers=n_customers,
-                n_stores=len(stores), products=products, first_order_id=next_order,
-                first_item_id=next_item, rates=rates, with_promo=day >= rates.schema_change_day,
-            )  # fmt: skip
-            next_order += len(od.orders) - od.defects["orders.duplicate_records"]
-            next_item += len(od.order_items) - od.defects["order_items.duplicate_records"]
-            _insert(conn, "orders", od.orders)
-            _insert(conn, "order_items", od.order_items)
-            rows["orders"] += len(od.orders)
-            rows["order_items"] += len(od.order_items)
-            for k, v in od.defects.items():
-                count(k, v)
-
-            pos = facts.pos_day(
-                _rng(seed, _POS, day), _rng(seed, _POS, day, _DEFECTS), day_start=day_start,
-                scale_factor=scale_factor, n_customers=n_customers, n_stores=len(stores),
-                products=products, rates=rates,
-            )  # fmt: skip
-            day_dir = landing_dir / date.fromordinal(start_date.toordinal() + day).isoformat()
-            day_dir.mkdir(exist_ok=True)
-            stamp = day_dir.name.replace("-", "")
-            for hour, part, text in pos.files:
-                path = day_dir / (f"pos_{stamp}_{hour:02d}" + (f"_{part}" if part else "") + ".jsonl")
-                _write_file(path, text, day_start + (hour + 1) * 3600)
-                written.add(path)
-            pos_files += len(pos.files)
-            rows["pos_events"] += pos.events
-            for k, v in pos.defects.items():
-                count(k, v)
-
-            # Reference-data changes during the day; they affect sales from the next day on.
-            crng = _rng(seed, _CUSTOMER_CHANGES, day)
-            changed = ent.change_customers(crng, customers, rates.customer_changes, day_start)
-            count("customers.customer_changes", len(changed))
-            new = ent.new_customers(_rng(seed, _CUSTOMERS, day + 1), customers, 10 * scale_factor, day_start)
-            count("customers.new_customers", len(new))
-            resend_customers(_rng(seed, _CUSTOMER_CHANGES, day, _DEFECTS), sorted(set(changed)) + new)
-            changed_p = ent.change_prices(
-                _rng(seed, _PRICE_CHANGES, day), products, rates.price_changes, day_start
-            )
-            count("products.price_changes", len(changed_p))
-
-        customer_rows = customers.rows() + customer_dups
-        _insert(conn, "customers", customer_rows)
-        _insert(conn, "products", products.rows())
-        _insert(conn, "stores", stores)
-        for table in _DDL:
-            conn.execute(f"CREATE INDEX ix_{table}_updated_at ON {table} (updated_at)")
-        conn.commit()
-    except BaseException:
-        conn.close()
-        tmp_path.unlink(missing_ok=True)
-        raise
-    conn.close()
-    os.replace(tmp_path, oltp_path)
-    _prune_landing(landing_dir, written)
-
-    rows = {
-        "customers": len(customer_rows),
-        "products": len(products.rows_static),
-        "stores": len(stores),
-        **rows,
-    }
+            run.day(day)
+        rows = run.finish()
+    _prune_landing(landing_dir, run.written)
     return GenerateResult(
         oltp_path=oltp_path, landing_dir=landing_dir, days=days, start_date=start_date, rows=rows,
-        pos_files=pos_files, defects=dict(sorted(counts.items())), seed=seed, scale_factor=scale_factor,
+        pos_files=run.pos_files, defects=dict(sorted(run.counts.items())), seed=seed,
+        scale_factor=scale_factor,
     )  # fmt: skip
 
 
