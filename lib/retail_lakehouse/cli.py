@@ -146,6 +146,71 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alerts_listen(args: argparse.Namespace) -> int:
+    from retail_lakehouse.alerts import load_config
+    from retail_lakehouse.sandbox.alert_receivers import Receivers
+
+    config = load_config("local")
+    http_port = config.http_port if args.http_port is None else args.http_port
+    smtp_port = config.smtp_port if args.smtp_port is None else args.smtp_port
+    with Receivers(http_port, smtp_port) as receivers:
+        for name, url in receivers.urls.items():
+            print(f"  {name:<10} {url}")
+        print(f"storing what arrives in {receivers.directory}; Ctrl-C stops", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("stopped")
+    return 0
+
+
+def _alerts_list(args: argparse.Namespace) -> int:
+    from retail_lakehouse.alerts import store
+
+    rows = store.recent(args.env or "local", args.limit)
+    if not rows:
+        print("no alerts recorded yet")
+    for r in rows:
+        resolved = f"resolved {r['resolved_at']:%Y-%m-%d %H:%M:%S}" if r["resolved_at"] else "open"
+        print(f"{r['created_at']:%Y-%m-%d %H:%M:%S}  {r['severity']:<8} {r['source']:<10} {r['alert_key']}")
+        print(f"    {r['summary'][:100]}")
+        print(f"    {r['delivery_status']}, {r['attempts']} attempt(s), {r['suppressed_count']} suppressed, {resolved}")
+        for name, d in json.loads(r["delivery"] or "{}").items():
+            detail = d.get("detail", "") if isinstance(d, dict) else d
+            status = d.get("status", "") if isinstance(d, dict) else "FAILED"
+            print(f"      {name:<10} {status:<9} {str(detail)[:100]}")
+    return 0
+
+
+def _alerts_send_test(args: argparse.Namespace) -> int:
+    from retail_lakehouse import alerts
+
+    env = args.env or "local"
+    config = alerts.load_config(env)
+    alert = alerts.Alert(
+        key=f"test:{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}",
+        severity=args.severity,
+        source="job",
+        summary=f"Test alert from `lakehouse alerts send-test` ({env})",
+        link="",
+        runbook="book/alerts.md",
+        command="lakehouse alerts list",
+    )
+    names = args.destination or list(config.destinations)
+    outcome = alerts.send(alert, env=env, destinations=names, wait=args.wait)
+    print(f"{outcome.key}: {outcome.action}, {outcome.status}")
+    for d in outcome.deliveries:
+        print(f"  {d.destination:<10} {d.status:<9} {d.attempts} attempt(s)  {d.detail[:100]}")
+    for problem in outcome.problems:
+        print(f"  problem: {problem}")
+    return 0 if outcome.delivered else 1
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    return {"listen": _alerts_listen, "list": _alerts_list, "send-test": _alerts_send_test}[args.action](args)
+
+
 def _date(text: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)
@@ -206,6 +271,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("book", help="build the runbook site into _build/html (executed ops runs, offline charts)")
     p.add_argument("--clean", action="store_true", help="re-execute every example run and rebuild every page")
     p.set_defaults(func=cmd_book)
+
+    p = sub.add_parser("alerts", help="alerts: local receivers (listen), recent alerts (list), a test alert (send-test)")
+    p.add_argument("action", choices=["listen", "list", "send-test"])
+    p.add_argument("--env", default=None, help="environment of the config and the table (default local)")
+    p.add_argument("--limit", type=int, default=20, help="list: how many alerts")
+    p.add_argument("--http-port", type=int, default=None, help="listen: webhook port (default alerts.receivers)")
+    p.add_argument("--smtp-port", type=int, default=None, help="listen: SMTP port (default alerts.receivers)")
+    p.add_argument("--severity", default="info", choices=["critical", "error", "warning", "info"], help="send-test")
+    p.add_argument("--destination", action="append", help="send-test: only this destination (repeatable)")
+    p.add_argument("--wait", type=float, default=30.0, help="send-test: seconds to wait for delivery")
+    p.set_defaults(func=cmd_alerts)
 
     p = sub.add_parser("tables", help="list the table registry")
     p.add_argument("--env", default=None)

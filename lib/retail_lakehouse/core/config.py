@@ -50,6 +50,8 @@ class Settings:
         local: local paths (only for `local`), relative to LAKEHOUSE_HOME in the file, absolute here.
         sources: source-system settings for Databricks environments.
         databricks: workspace settings (profile, warehouse id).
+        alerts: the `alerts:` section as written (destinations, routes, suppression window); validated
+            by `retail_lakehouse.alerts.load_config`, which reports every problem at once.
     """
 
     env: str
@@ -58,6 +60,7 @@ class Settings:
     local: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, Any] = field(default_factory=dict)
     databricks: dict[str, Any] = field(default_factory=dict)
+    alerts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_local(self) -> bool:
@@ -152,6 +155,9 @@ def _load(env: str, directory: str) -> Settings:
     schemas = raw["schemas"]
     if not isinstance(schemas, dict) or not all(layer in schemas for layer in LAYERS):
         raise ConfigError(f"{path}: `schemas` must name a schema for each layer {', '.join(LAYERS)}")
+    alerts = raw.get("alerts") or {}
+    if not isinstance(alerts, dict):
+        raise ConfigError(f"{path}: `alerts` must be a mapping (destinations, routes); see params/local.yaml")
     return Settings(
         env=env,
         catalog=str(raw["catalog"]),
@@ -159,6 +165,7 @@ def _load(env: str, directory: str) -> Settings:
         local=dict(raw.get("local") or {}),
         sources=dict(raw.get("sources") or {}),
         databricks=dict(raw.get("databricks") or {}),
+        alerts=dict(alerts),
     )
 
 

@@ -121,3 +121,18 @@ class DrillError(LakehouseError):
 class TableOrViewNotFoundError(TableNotFoundError, SqlError):
     """A SQL statement named a table or view that does not exist (Databricks' TABLE_OR_VIEW_NOT_FOUND)."""
 
+
+
+class AlertDeliveryError(LakehouseError):
+    """A notification could not be delivered to one destination (recorded in `monitoring.alerts`; never
+    raised out of `alerts.send` / `alerts.resolve`).
+
+    Attributes:
+        destination: the destination's name in `params/<env>.yaml` `alerts.destinations`.
+        retryable: a later attempt may succeed (network error, timeout, HTTP 429/5xx).
+    """
+
+    def __init__(self, destination: str, message: str, *, retryable: bool) -> None:
+        super().__init__(f"alert destination {destination!r}: {message}")
+        self.destination = destination
+        self.retryable = retryable

@@ -1,0 +1,232 @@
+"""`send` and `resolve`: dedup against `monitoring.alerts`, route, deliver, record.
+
+The work runs in a background thread; the caller waits for it at most `wait` seconds (config
+`alerts.wait_seconds`) and gets an `AlertOutcome` (``pending`` if it is still delivering: the row is
+written when it is done). Nothing here raises into the caller: problems are logged (secrets
+redacted) and recorded in the row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from retail_lakehouse.alerts import channels, store
+from retail_lakehouse.alerts.config import AlertsConfig, load_config
+from retail_lakehouse.alerts.model import Alert, AlertOutcome, row_status
+from retail_lakehouse.alerts.routing import decide, route
+from retail_lakehouse.alerts.secrets import REDACT, SecretReader
+from retail_lakehouse.core.config import current_env
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_key_locks: dict[tuple[str, str], threading.Lock] = {}
+_running: set[threading.Thread] = set()
+
+
+def _key_lock(env: str, key: str) -> threading.Lock:
+    # One incident at a time per key in this process: a repeat waits for the first row, then is counted.
+    with _lock:
+        return _key_locks.setdefault((env, key), threading.Lock())
+
+
+def _problem(problems: list[str], what: str, exc: BaseException) -> None:
+    text = REDACT(f"{what}: {type(exc).__name__}: {str(exc)[:500]}")
+    log.warning("alerts: %s", text)
+    problems.append(text)
+
+
+def _run(
+    work: Callable[[], AlertOutcome], key: str, wait: float | None, default_wait: Callable[[], float]
+) -> AlertOutcome:
+    box: list[AlertOutcome] = []
+
+    def target() -> None:
+        try:
+            box.append(work())
+        except BaseException as exc:  # noqa: BLE001 - the caller must never see it
+            problems: list[str] = []
+            _problem(problems, "alert processing failed", exc)
+            box.append(AlertOutcome("error", key, problems=tuple(problems)))
+        finally:
+            with _lock:
+                _running.discard(threading.current_thread())
+
+    # Not a daemon: an alert still delivering when the program ends is finished (bounded by timeouts).
+    thread = threading.Thread(target=target, name=f"alert:{key}"[:60], daemon=False)
+    with _lock:
+        _running.add(thread)
+    thread.start()
+    try:
+        timeout = default_wait() if wait is None else wait
+    except Exception:
+        timeout = 20.0
+    thread.join(timeout=max(timeout, 0))
+    return box[0] if box else AlertOutcome("pending", key)
+
+
+def _config(env: str, problems: list[str]) -> AlertsConfig | None:
+    try:
+        return load_config(env)
+    except Exception as exc:
+        _problem(problems, "alerts config", exc)
+        return None
+
+
+def _wait_default(env: str) -> Callable[[], float]:
+    return lambda: load_config(env).wait_seconds
+
+
+def send(
+    alert: Alert,
+    *,
+    env: str | None = None,
+    wait: float | None = None,
+    destinations: Sequence[str] | None = None,
+    workspace: Any = None,
+) -> AlertOutcome:
+    """Notify an incident, once per key: a repeat within the suppression window is counted on the open row.
+
+    Args:
+        alert: what happened.
+        env: environment (default `LAKEHOUSE_ENV` or `local`); picks the config and the table.
+        wait: seconds to wait for delivery and the row (default `alerts.wait_seconds`); after it the
+            outcome is ``pending`` and the work finishes in the background (see `flush`).
+        destinations: send to these destinations instead of the routed ones (e.g. a test alert).
+        workspace: a `databricks.sdk.WorkspaceClient` to read secret scopes with (default: the env's profile).
+
+    Returns:
+        What was done; never raises.
+    """
+    env = env or current_env()
+    return _run(lambda: _send(alert, env, destinations, workspace), alert.key, wait, _wait_default(env))
+
+
+def _send(alert: Alert, env: str, destinations: Sequence[str] | None, workspace: Any) -> AlertOutcome:
+    problems: list[str] = []
+    config = _config(env, problems)
+    with _key_lock(env, alert.key):
+        now = store.now()
+        try:
+            opened = store.open_incidents(alert.key, env)
+        except Exception as exc:
+            _problem(problems, "could not read monitoring.alerts (sending anyway)", exc)
+            opened = []
+        latest = opened[0][0] if opened else None
+        if config and decide(latest, now, config.suppress_window) == "suppress" and latest is not None:
+            count = latest.suppressed_count + 1
+            try:
+                store.merge(
+                    [
+                        {
+                            "alert_id": latest.alert_id,
+                            "suppressed_count": count,
+                            "last_seen_at": now,
+                            "updated_at": now,
+                        }
+                    ],
+                    env,
+                )
+            except Exception as exc:
+                _problem(problems, "could not count the repeat in monitoring.alerts", exc)
+            log.info("alerts: %s repeated within the window: suppressed (%d so far)", alert.key, count)
+            return AlertOutcome("suppressed", alert.key, latest.alert_id, opened[0][1].get("delivery_status"),
+                                suppressed_count=count, problems=tuple(problems))  # fmt: skip
+        alert_id = uuid.uuid4().hex
+        deliveries: tuple = ()
+        if config:
+            names = list(destinations) if destinations is not None else route(alert, config.routes)
+            notification = channels.Notification("trigger", alert, env, alert_id)
+            deliveries = channels.deliver_all(names, notification, config, SecretReader(env, workspace))
+        row = store.new_row(
+            alert_id, alert, env, deliveries, now, config_problem=None if config else problems[0]
+        )
+        try:
+            store.merge([row], env)
+        except Exception as exc:
+            _problem(problems, "could not record the alert in monitoring.alerts", exc)
+    failed = [d for d in deliveries if d.status == "FAILED"]
+    for d in failed:
+        log.warning(
+            "alerts: %s to %s failed after %d attempt(s): %s", alert.key, d.destination, d.attempts, d.detail
+        )
+    log.info("alerts: %s %s -> %s", alert.severity, alert.key, row["delivery_status"])
+    return AlertOutcome(
+        "sent", alert.key, alert_id, row["delivery_status"], deliveries, problems=tuple(problems)
+    )
+
+
+def resolve(
+    key: str, *, env: str | None = None, wait: float | None = None, workspace: Any = None
+) -> AlertOutcome:
+    """The incident cleared: send a resolved notification where it was sent (PagerDuty: resolve on the
+    same dedup_key) and mark its open rows resolved. A key with no open row does nothing (``nothing_open``).
+
+    Args:
+        key: the incident key the alert was sent with.
+        env, wait, workspace: as for `send`.
+
+    Returns:
+        What was done; never raises.
+    """
+    env = env or current_env()
+    return _run(lambda: _resolve(key, env, workspace), key, wait, _wait_default(env))
+
+
+def _resolve(key: str, env: str, workspace: Any) -> AlertOutcome:
+    problems: list[str] = []
+    with _key_lock(env, key):
+        try:
+            opened = store.open_incidents(key, env)
+        except Exception as exc:
+            _problem(problems, "could not read monitoring.alerts (nothing resolved)", exc)
+            return AlertOutcome("error", key, problems=tuple(problems))
+        if not opened:
+            return AlertOutcome("nothing_open", key)
+        latest, row = opened[0]
+        config = _config(env, problems)
+        deliveries: tuple = ()
+        if config:
+            alert = Alert(key=key, severity=row["severity"], source=row["source"], summary=row["summary"],
+                          link=row["link"] or "", runbook=row["runbook"] or "", command=row["command"] or "")  # fmt: skip
+            notification = channels.Notification(
+                "resolve", alert, env, latest.alert_id, latest.suppressed_count
+            )
+            names = [d for d in latest.destinations if d in config.destinations]
+            deliveries = channels.deliver_all(names, notification, config, SecretReader(env, workspace))
+        now = store.now()
+        resolved = store.delivery_json(deliveries) if config else json.dumps({"config": problems[-1]})
+        updates = [
+            {"alert_id": i.alert_id, "resolved_at": now, "resolve_delivery": resolved, "updated_at": now}
+            for i, _ in opened
+        ]
+        try:
+            store.merge(updates, env)
+        except Exception as exc:
+            _problem(problems, "could not mark the alert resolved in monitoring.alerts", exc)
+    status = row_status(deliveries) if config else "FAILED"
+    log.info("alerts: %s resolved -> %s", key, status)
+    return AlertOutcome(
+        "resolved", key, latest.alert_id, status, deliveries, latest.suppressed_count, tuple(problems)
+    )
+
+
+def flush(timeout: float = 60.0) -> bool:
+    """Wait for alerts still being delivered in the background; True when none is left."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with _lock:
+            threads = list(_running)
+        if not threads:
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        threads[0].join(timeout=remaining)

@@ -1,0 +1,107 @@
+"""The `monitoring.alerts` table: one row per notified incident, written through `engine.writes`
+(MERGE on `alert_id`: a suppressed repeat or a resolve updates the row)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from retail_lakehouse.alerts.model import Alert, Delivery, row_status
+from retail_lakehouse.alerts.routing import OpenIncident
+from retail_lakehouse.core.tables import registry
+
+TABLE = "monitoring.alerts"
+COLUMNS = (
+    "alert_id", "alert_key", "env", "severity", "source", "summary", "link", "runbook", "command", "destinations",
+    "delivery", "delivery_status", "attempts", "suppressed_count", "created_at", "last_seen_at", "resolved_at",
+    "resolve_delivery", "updated_at",
+)  # fmt: skip
+
+
+def _schema(columns: tuple[str, ...]) -> str:
+    types = registry().get(TABLE).columns
+    return ", ".join(f"`{c}` {types[c]}" for c in columns)
+
+
+def _utc(value: Any) -> datetime:
+    """Spark returns naive timestamps in the session's time zone (UTC here and on Databricks jobs)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def delivery_json(deliveries: tuple[Delivery, ...]) -> str:
+    return json.dumps({d.destination: d.to_json() for d in deliveries}, sort_keys=True)
+
+
+def new_row(
+    alert_id: str,
+    alert: Alert,
+    env: str,
+    deliveries: tuple[Delivery, ...],
+    now: datetime,
+    *,
+    config_problem: str | None = None,
+) -> dict[str, Any]:
+    """A row for a notified alert (a config problem makes it a FAILED row with that reason)."""
+    delivery = delivery_json(deliveries) if config_problem is None else json.dumps({"config": config_problem})
+    return {
+        "alert_id": alert_id, "alert_key": alert.key, "env": env, "severity": alert.severity, "source": alert.source,
+        "summary": alert.summary, "link": alert.link, "runbook": alert.runbook, "command": alert.command,
+        "destinations": json.dumps([d.destination for d in deliveries]), "delivery": delivery,
+        "delivery_status": "FAILED" if config_problem else row_status(deliveries),
+        "attempts": sum(d.attempts for d in deliveries), "suppressed_count": 0, "created_at": now,
+        "last_seen_at": now, "resolved_at": None, "resolve_delivery": None, "updated_at": now,
+    }  # fmt: skip
+
+
+def merge(rows: list[dict[str, Any]], env: str) -> None:
+    """MERGE rows (all with the same columns) into the table on alert_id.
+
+    Raises:
+        LakehouseError: the write failed (the caller logs it).
+    """
+    from retail_lakehouse import engine
+    from retail_lakehouse.engine import writes
+
+    columns = tuple(c for c in COLUMNS if c in rows[0])
+    spark = engine.get_spark(env)
+    df = spark.createDataFrame([tuple(r[c] for c in columns) for r in rows], _schema(columns))
+    writes.merge_into(df, TABLE, env=env, assume_unique=True)
+
+
+def open_incidents(key: str, env: str) -> list[tuple[OpenIncident, dict[str, Any]]]:
+    """Unresolved rows of an incident key, newest first, with the row's fields."""
+    from retail_lakehouse import engine
+    from retail_lakehouse.engine import writes
+
+    full = writes.ensure_table(TABLE, env=env)
+    rows = engine.sql(
+        f"SELECT * FROM {full} WHERE alert_key = :key AND resolved_at IS NULL ORDER BY created_at DESC",
+        {"key": key},
+        env=env,
+    ).collect()
+    out = []
+    for r in rows:
+        d = r.asDict()
+        incident = OpenIncident(
+            alert_id=d["alert_id"],
+            created_at=_utc(d["created_at"]),
+            suppressed_count=int(d["suppressed_count"] or 0),
+            destinations=tuple(json.loads(d["destinations"] or "[]")),
+        )
+        out.append((incident, d))
+    return out
+
+
+def recent(env: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest rows, newest first (the table is created empty when missing)."""
+    from retail_lakehouse import engine
+    from retail_lakehouse.engine import writes
+
+    full = writes.ensure_table(TABLE, env=env)
+    frame = engine.sql(f"SELECT * FROM {full} ORDER BY created_at DESC LIMIT {int(limit)}", env=env)
+    return [r.asDict() for r in frame.collect()]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
