@@ -282,3 +282,53 @@ def test_lakehouse_alerts_listen_serves_and_writes_its_ports(tmp_path):
             proc.kill()
             proc.wait(timeout=5)
     assert not (home / "alerts" / "receivers.json").exists()
+
+
+def test_a_databricks_secret_is_read_through_the_sdk_and_never_shown(receivers, monkeypatch):
+    """Outside `local`, `url_secret: {scope, key}` is read with w.secrets.get_secret (real SDK, a loopback API)."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from databricks.sdk import WorkspaceClient
+
+    from retail_lakehouse.alerts.channels import Notification, deliver
+    from retail_lakehouse.alerts.config import parse_config
+    from retail_lakehouse.alerts.secrets import SecretReader
+
+    secret_url = f"http://127.0.0.1:{receivers.http_port}/slack/scoped/{SLACK_TOKEN}"
+    asked = []
+
+    class SecretsApi(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            asked.append(self.path)
+            ok = self.path.startswith("/api/2.0/secrets/get")
+            body = {"key": "slack", "value": base64.b64encode(secret_url.encode()).decode()} if ok else {}
+            data = json.dumps(body if ok else {"error_code": "NOT_FOUND", "message": "not here"}).encode()
+            self.send_response(200 if ok else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    for var in ("DATABRICKS_HOST", "DATABRICKS_TOKEN", "DATABRICKS_CONFIG_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    api = ThreadingHTTPServer(("127.0.0.1", 0), SecretsApi)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    try:
+        w = WorkspaceClient(host=f"http://127.0.0.1:{api.server_address[1]}", token="dapi-loopback")
+        config = parse_config(
+            {"destinations": {"slack": {"type": "slack", "url_secret": {"scope": "retail-dev", "key": "slack"}}}}, "dev"
+        )
+        n = Notification("trigger", incident("job:scoped"), "dev", "a1")
+        d = deliver(config.destinations["slack"], n, config, SecretReader("dev", w))
+    finally:
+        api.shutdown()
+        api.server_close()
+    assert d.status == "DELIVERED", d
+    assert any(p.startswith("/api/2.0/secrets/get") and "scope=retail-dev" in p for p in asked)
+    assert received(receivers, "slack", "job:scoped")
+    no_secret(repr(d) + repr(config))

@@ -15,7 +15,14 @@ Destinations and routes are in `params/<env>.yaml` (`alerts:`); neither call rai
 from __future__ import annotations
 
 from retail_lakehouse.alerts.config import AlertsConfig, load_config
-from retail_lakehouse.alerts.model import SEVERITIES, SOURCES, Alert, AlertOutcome, Delivery
+from retail_lakehouse.alerts.model import (
+    SEVERITIES,
+    SOURCES,
+    Alert,
+    AlertOutcome,
+    Delivery,
+    papermill_command,
+)
 from retail_lakehouse.alerts.service import flush, resolve, send
 
 __all__ = [
@@ -27,6 +34,7 @@ __all__ = [
     "Delivery",
     "flush",
     "load_config",
+    "papermill_command",
     "resolve",
     "send",
 ]

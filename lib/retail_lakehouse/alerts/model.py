@@ -63,6 +63,18 @@ class Alert:
             raise ParameterError("summary", "an alert needs a one-line summary")
 
 
+def papermill_command(notebook: str, output: str = "out.ipynb", **parameters: object) -> str:
+    """The command that runs an ops procedure, for `Alert.command`.
+
+    Example: ``papermill_command("job_failure_triage", env="prod", run_id="42")`` ->
+    ``papermill ops_notebooks/job_failure_triage.ipynb out.ipynb -p env prod -p run_id 42``.
+    """
+    import shlex
+
+    args = "".join(f" -p {name} {shlex.quote(str(value))}" for name, value in parameters.items())
+    return f"papermill ops_notebooks/{notebook}.ipynb {shlex.quote(output)}{args}"
+
+
 @dataclass(frozen=True)
 class Delivery:
     """The delivery of one notification to one destination.
