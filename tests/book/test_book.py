@@ -214,3 +214,12 @@ def test_scrub_replaces_machine_paths_longest_first():
     paths = [("/work/repo/.venv", "<venv>"), ("/work/repo", "<repo>")]
     out = scrub({"a": ["File /work/repo/.venv/lib/x.py", "see /work/repo/ops"], "n": 3}, paths)
     assert out == {"a": ["File <venv>/lib/x.py", "see <repo>/ops"], "n": 3}
+
+
+def test_a_chart_draws_after_the_deferred_plotly_js():
+    from retail_lakehouse.site._book_runs import _plotly_html
+
+    html = _plotly_html({"data": [{"type": "bar", "x": [1], "y": [2]}], "layout": {}})
+    script = html[html.index("<script"):]
+    assert 'document.addEventListener("DOMContentLoaded", function () {' in script
+    assert script.index("DOMContentLoaded") < script.index("Plotly.newPlot") < script.index("});</script>")

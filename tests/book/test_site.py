@@ -126,6 +126,21 @@ def test_no_path_of_the_building_machine(site):
     assert not leaks, "\n".join(leaks[:30])
 
 
+def test_plotly_only_on_pages_with_charts_and_deferred(site, pages):
+    wrong = []
+    for page in pages:
+        text = (site / page).read_text(errors="replace")
+        chart = "plotly-graph-div" in text
+        script = re.search(r"<script[^>]*plotly\.min\.js[^>]*>", text)
+        if chart != bool(script) or (script and "defer" not in script.group(0)):
+            wrong.append(f"{page}: chart={chart} script={script.group(0) if script else None}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_source_maps_are_published(site):
+    assert sorted(str(p.relative_to(site)) for p in site.rglob("*.map")) == []
+
+
 def test_no_reference_to_the_network(site, pages):
     """No script, stylesheet or image comes from elsewhere (plotly.js and MathJax included)."""
     external = []

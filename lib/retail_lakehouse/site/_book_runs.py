@@ -137,8 +137,9 @@ _FENCE = re.compile(r"^\s*(```|~~~)")
 def _plotly_html(figure: dict[str, Any]) -> str:
     import plotly.io as pio
 
-    # plotly.js itself is served once by the site (_static/plotly.min.js): no CDN, no 4 MB per chart.
-    return pio.to_html(
+    # plotly.js itself is served once by the site (_static/plotly.min.js): no CDN, no 4 MB per chart;
+    # pages load it deferred (site.sphinx_ext), so the chart draws once the document is parsed.
+    html = pio.to_html(
         figure,
         include_plotlyjs=False,
         include_mathjax=False,
@@ -146,6 +147,8 @@ def _plotly_html(figure: dict[str, Any]) -> str:
         validate=False,
         default_height=450,
     )
+    opened = re.sub(r"(<script[^>]*>)", r'\1document.addEventListener("DOMContentLoaded", function () {', html, count=1)
+    return opened.replace("</script>", "});</script>", 1)
 
 
 def _is_plotly_bundle_js(html: str) -> bool:
