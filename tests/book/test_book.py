@@ -223,3 +223,29 @@ def test_a_chart_draws_after_the_deferred_plotly_js():
     script = html[html.index("<script"):]
     assert 'document.addEventListener("DOMContentLoaded", function () {' in script
     assert script.index("DOMContentLoaded") < script.index("Plotly.newPlot") < script.index("});</script>")
+
+
+def test_home_page_commands_use_declared_parameters_and_placeholders():
+    """The home page's first commands: each names a procedure, every `-p` is a parameter its
+    notebook declares, and every value but the environment is a placeholder, never drill data."""
+    import re
+
+    import papermill
+
+    from retail_lakehouse.core.config import PROJECT_ROOT
+
+    text = (PROJECT_ROOT / "book" / "intro.md").read_text()
+    section = text[text.index("## What is wrong? Start here") :]
+    blocks = re.findall(r"```bash\n(papermill .*?)```", section, re.S)
+    linked = set(re.findall(r"\{ref\}`(\w+) <symptom-", section))
+    named = set()
+    for block in blocks:
+        command = block.replace("\\\n", " ")
+        notebook = re.search(r"ops_notebooks/(\w+)\.ipynb", command).group(1)
+        named.add(notebook)
+        declared = papermill.inspect_notebook(str(PROJECT_ROOT / "ops_notebooks" / f"{notebook}.ipynb"))
+        for name, value in re.findall(r"-p (\w+) (\S+)", command):
+            assert name in declared, f"{notebook}: -p {name} is not a parameter"
+            assert (name, value) == ("env", "prod") or re.fullmatch(r"<[A-Z_.-]+>", value), (notebook, name, value)
+        assert all(line.rstrip().endswith("\\") for line in block.strip().splitlines()[:-1])  # one -p a line
+    assert linked == named and len(named) == 12
