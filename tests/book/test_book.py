@@ -249,3 +249,15 @@ def test_home_page_commands_use_declared_parameters_and_placeholders():
             assert (name, value) == ("env", "prod") or re.fullmatch(r"<[A-Z_.-]+>", value), (notebook, name, value)
         assert all(line.rstrip().endswith("\\") for line in block.strip().splitlines()[:-1])  # one -p a line
     assert linked == named and len(named) == 12
+
+
+def test_prepare_for_site_folds_code_under_toggles():
+    import nbformat
+
+    from retail_lakehouse.site._book_runs import RunRecord, prepare_for_site
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_markdown_cell("# T")])
+    record = RunRecord(drill="d", notebook="restore", key="k", description="", summary="s", parameters={})
+    out = prepare_for_site(nb, record)
+    code = [c for c in out.cells if c.cell_type == "code"]
+    assert code and all("hide-input" in c.metadata["tags"] for c in code)

@@ -249,6 +249,10 @@ def prepare_for_site(nb: Any, record: RunRecord) -> Any:
         cell.source = scrub(cell.source, paths)
         if cell.cell_type == "code":
             cell.outputs = [nbformat.from_dict(scrub(dict(o), paths)) for o in cell.get("outputs", [])]
+            # The evidence first: code folds under a toggle (MyST-NB's hide-input), outputs stay open.
+            tags = cell.metadata.setdefault("tags", [])
+            if "hide-input" not in tags:
+                tags.append("hide-input")
     papermill_meta = nb.metadata.get("papermill")
     if papermill_meta is not None:
         papermill_meta["input_path"] = f"ops_notebooks/{record.notebook}.ipynb"
