@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pandas as pd
+import pytest
+from papermill.exceptions import PapermillExecutionError
 
 from retail_lakehouse.ops import data_freshness as fr
 from tests.ops._helpers import audit_rows, run_notebook
@@ -51,7 +53,13 @@ def test_stale_source_flagged(demo_lakehouse, tmp_path):
     for table in result.facts["stale"]:
         assert f"{table}: STALE" in text
     assert "silver.orders: STALE" not in text
-    assert len(audit_rows("data_freshness")) >= 2
+    # a scheduled check fails the run: the outcome raises, with the stale tables in its message
+    with pytest.raises(PapermillExecutionError) as info:
+        run_notebook("data_freshness", tmp_path, **result.parameters, fail_on_stale=True)
+    assert info.value.ename == "ProcedureFailedError"
+    assert info.value.evalue.startswith("stale tables: [")
+    assert all(f"'{table}'" in info.value.evalue for table in result.facts["stale"])
+    assert len(audit_rows("data_freshness")) >= 3
     w = connect("local")  # heal: put the POS rows back
     for ref, version in result.facts["versions_before"].items():
         layer, name = ref.split(".")

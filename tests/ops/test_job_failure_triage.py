@@ -283,3 +283,54 @@ def test_notebook_with_airflow_unreachable_fails_clearly_and_is_audited(demo_lak
     rows = audit_rows("job_failure_triage")
     failed = rows[rows["operation"] == "triage:airflow"]
     assert len(failed) and failed.iloc[-1]["outcome"].startswith("FAILED: AirflowApiError")
+
+
+# ----------------------------------------------------------------------------- the procedure: request, run, outcome
+
+
+def test_request_checks_the_parameters_together(monkeypatch):
+    from retail_lakehouse.core.errors import ConfigError, ConfirmationRequired
+
+    r = jft.make_request(env="local", run_id="12", action="retry", dry_run=True)
+    assert (r.job_or_run, r.dag, r.operation, r.changes_nothing) == ("12", None, "triage:retry", True)
+    assert not jft.make_request(env="local", action="retry", dry_run=False).changes_nothing
+    with pytest.raises(ConfirmationRequired):
+        jft.make_request(env="prod", action="retry", dry_run=False)
+    with pytest.raises(ParameterError, match="not both"):
+        jft.make_request(env="local", dag_id="retail_ingestion", dag_run_id=RUN, job="retail_ingestion")
+    monkeypatch.delenv("AIRFLOW_API_URL", raising=False)
+    with pytest.raises(ConfigError, match="AIRFLOW_API_URL"):
+        jft.make_request(env="local", dag_id="retail_ingestion", dag_run_id=RUN)
+    monkeypatch.setenv("AIRFLOW_API_URL", "http://127.0.0.1:8080")
+    r = jft.make_request(env="local", dag_id="retail_ingestion", dag_run_id=RUN)
+    assert (r.dag, r.operation, r.changes_nothing) == (("retail_ingestion", RUN), "triage:airflow", True)
+
+
+def test_run_on_a_dag_run_fills_the_audit_row_and_concludes(tmp_path, monkeypatch):
+    import datetime as dt
+
+    from retail_lakehouse.ops.audit import AuditRecord
+
+    monkeypatch.setenv("LAKEHOUSE_HOME", str(tmp_path))  # no failure record of the DAGs here
+    request = jft.TriageRequest("prod", "", ("retail_ingestion", RUN), airflow=_FakeAirflow(_fake_dag_run()))
+    record = AuditRecord("a", "job_failure_triage", request.operation, "prod", "me", dt.datetime.now(dt.UTC), {}, True)
+    outcome = jft.run(None, request, record=record)  # no workspace: the cause comes from Airflow's log
+    assert outcome.triage is None and outcome.cause.category == "source_unreachable"
+    assert record.details == jft.dag_run_audit(outcome.dag_run, outcome.cause) and record.outcome == "RUNNING"
+    assert outcome.databricks_note.startswith("Databricks run 22 could not be read: no workspace")
+    assert outcome.conclusion() == jft.dag_run_conclusion(outcome.dag_run, outcome.cause)
+    assert outcome.raise_for_status() is None  # a triage alone never fails the run
+    timeline = outcome.dag_run.tries_timeline()
+    assert list(timeline["label"]) == ["try 1: Databricks run 11", "try 2: Databricks run 22"]
+
+
+def test_conclusion_of_a_databricks_run_without_a_failure():
+    request = jft.TriageRequest("local", "", action="retry", dry_run=False)
+    t = jft.Triage(None, None, None, jft.task_frame({}), diagnosis="No failed run of any job among the recent runs: nothing to triage.")
+    outcome = jft.TriageOutcome(request, t)
+    assert outcome.conclusion() == [
+        "DIAGNOSIS (none): No failed run of any job among the recent runs: nothing to triage.",
+        "NEXT STEP: Nothing to do: no failed task.",
+        "RETRY: nothing to retry (no failed task).",
+    ]
+    assert t.trace_tails() == {} and t.timeline().empty and outcome.raise_for_status() is None

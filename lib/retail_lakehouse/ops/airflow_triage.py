@@ -365,6 +365,13 @@ class DagRunTriage:
         frame["databricks_run_id"] = frame["databricks_run_id"].astype("Int64")
         return frame
 
+    def tries_timeline(self) -> pd.DataFrame:
+        """The tries that started and ended, each labelled with the Databricks run it launched (a timeline)."""
+        return self.tries_frame().dropna(subset=["start_date", "end_date"]).assign(
+            label=lambda f: "try " + f["try_number"].astype(str) + ": Databricks run "
+            + f["databricks_run_id"].astype(str).replace("<NA>", "none")
+        )
+
     def clear_command(self, task: TaskTriage) -> str:
         """How to rerun the failed task in the same DAG run once the cause is fixed."""
         if self.logical_date:

@@ -19,15 +19,16 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
 from retail_lakehouse.core.errors import LakehouseError, ParameterError, SqlError, TableNotFoundError
-from retail_lakehouse.core.params import date_range
+from retail_lakehouse.core.params import Param, Parameters, date_range
 from retail_lakehouse.core.tables import registry
 from retail_lakehouse.ops import _delta
 from retail_lakehouse.ops._delta import TableRef
+from retail_lakehouse.ops._outcome import Outcome
 from retail_lakehouse.ops.data_freshness import slas
 from retail_lakehouse.ops.safety import require_confirmation
 
@@ -70,6 +71,15 @@ def table_layer(name: str) -> str | None:
     return "silver" if "." not in name and name in {"orders", "order_items"} else None
 
 
+# The notebook's parameters beyond their annotations (see core.params).
+PARAMETERS = Parameters(
+    table=Param("table", layer=table_layer),
+    start_date="date",
+    end_date="date",
+    layers=Param("list", choices=LAYERS),
+)
+
+
 @dataclass
 class BackfillPlan:
     """What a backfill would do."""
@@ -95,9 +105,10 @@ class BackfillPlan:
 
 
 @dataclass
-class BackfillOutcome:
-    """What the backfill did and whether it held."""
+class BackfillOutcome(Outcome):
+    """What the backfill did and whether it held (`raise_for_status()` raises when it did not)."""
 
+    procedure: ClassVar[str] = "backfill"
     dry_run: bool
     before: pd.DataFrame
     after: pd.DataFrame

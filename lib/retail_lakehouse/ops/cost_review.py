@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from retail_lakehouse.core.config import load_settings
+from retail_lakehouse.core.params import Parameters, date_range
 from retail_lakehouse.core.tables import registry
 
 if TYPE_CHECKING:
@@ -21,9 +22,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ASSUMPTIONS",
+    "PARAMETERS",
     "CostReview",
     "cluster_findings",
     "extra_runs",
+    "period",
     "recommend",
     "review",
     "storage",
@@ -39,6 +42,29 @@ ASSUMPTIONS = {
     "storage_usd_per_gb_month": 0.023,  # S3 standard
     "expected_runs_per_day": 1,  # the runbook's jobs run once a day (the daily chain)
 }
+PERIOD_DAYS = 30  # the default period, ending today (UTC)
+
+
+def period(start: dt.date | None, end: dt.date | None, *, today: dt.date | None = None) -> tuple[dt.date, dt.date]:
+    """The period to review: `end` defaults to today (UTC), `start` to 29 days before `end`.
+
+    Raises:
+        ParameterError: the end is before the start.
+    """
+    end = end or today or dt.datetime.now(dt.UTC).date()
+    start = start or end - dt.timedelta(days=PERIOD_DAYS - 1)
+    date_range(start, end)
+    return start, end
+
+
+def _check_period(values: dict[str, Any]) -> dict[str, Any]:
+    start, end = period(values["start_date"], values["end_date"])
+    return {"start_date": start, "end_date": end}
+
+
+# The notebook's parameters beyond their annotations (see core.params): an empty date is filled in
+# (see `period`), and the audit row records the period reviewed.
+PARAMETERS = Parameters(start_date="optional_date", end_date="optional_date", check=_check_period)
 
 USAGE_SQL = """
 SELECT

@@ -12,15 +12,17 @@ import datetime as dt
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 import yaml
 
 from retail_lakehouse.core.errors import ConfigError, TableNotFoundError
+from retail_lakehouse.core.params import Parameters
 from retail_lakehouse.core.tables import registry
 from retail_lakehouse.ops import _delta
 from retail_lakehouse.ops._delta import TableRef
+from retail_lakehouse.ops._outcome import Outcome
 
 if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient
@@ -29,6 +31,8 @@ COLUMNS = [
     "table", "full_name", "last_commit", "hours_since_commit", "max_hours_since_commit", "business_date",
     "business_lag_days", "max_business_lag_days", "status", "reason",
 ]
+# The notebook's parameters beyond their annotations (see core.params).
+PARAMETERS = Parameters(as_of="optional_date")
 
 
 @dataclass(frozen=True)
@@ -171,3 +175,44 @@ def check(w: WorkspaceClient, env: str, *, as_of: dt.date | None = None, now: dt
 def stale(report: pd.DataFrame) -> list[str]:
     """Tables not FRESH."""
     return sorted(report.loc[report["status"] != "FRESH", "table"])
+
+
+@dataclass
+class FreshnessOutcome(Outcome):
+    """The freshness of every table with an SLA; with `fail_on_stale`, a stale table fails the run.
+
+    Attributes:
+        report: per table, its commit and business-date lag, status and reason (see `judge`).
+        fail_on_stale: `raise_for_status()` raises when a table is not fresh (for scheduled checks).
+    """
+
+    procedure: ClassVar[str] = "data_freshness"
+    report: pd.DataFrame
+    fail_on_stale: bool = False
+
+    @property
+    def stale_tables(self) -> list[str]:
+        """Tables not FRESH."""
+        return stale(self.report)
+
+    @property
+    def held(self) -> bool:  # type: ignore[override]
+        return not (self.stale_tables and self.fail_on_stale)
+
+    @property
+    def message(self) -> str:  # type: ignore[override]
+        return f"stale tables: {self.stale_tables}"
+
+    def verdict(self) -> list[str]:
+        """The notebook's verification: the tables that miss their SLA and why, or that all meet it."""
+        if not self.stale_tables:
+            return [f"FRESH: all {len(self.report)} tables meet their SLA"]
+        lines = [f"STALE: {len(self.stale_tables)} table(s) miss their SLA:"]
+        not_fresh = self.report[self.report.status != "FRESH"]
+        lines += [f"  {row.table}: {row.status}: {row.reason}" for row in not_fresh.itertuples()]
+        return lines
+
+
+def run(w: WorkspaceClient, env: str, *, as_of: dt.date | None = None, fail_on_stale: bool = False) -> FreshnessOutcome:
+    """Check every table's freshness (read-only); the outcome raises for stale tables only with `fail_on_stale`."""
+    return FreshnessOutcome(check(w, env, as_of=as_of), fail_on_stale)

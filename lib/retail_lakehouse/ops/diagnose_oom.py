@@ -18,14 +18,18 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from retail_lakehouse.core.params import Param, Parameters
 from retail_lakehouse.ops import cluster_sizing
-from retail_lakehouse.ops.job_failure_triage import Triage, triage
+from retail_lakehouse.ops.job_run_triage import Triage, triage
 
 if TYPE_CHECKING:
     import pandas as pd
     from databricks.sdk import WorkspaceClient
 
-__all__ = ["OomDiagnosis", "classify_oom", "cluster_settings", "diagnose", "input_tables", "remedies"]
+__all__ = ["PARAMETERS", "OomDiagnosis", "classify_oom", "cluster_settings", "diagnose", "input_tables", "remedies"]
+
+# The notebook's parameters beyond their annotations (see core.params): the run and the job may be empty.
+PARAMETERS = Parameters(run_id=Param(required=False), job=Param(required=False))
 
 _COLLECT = [r"\.collect\(", r"toPandas\(", r"collectAsList", r"maxResultSize", r"Total size of serialized results",
             r"\.take\(\s*\d{6,}", r"collect to (the )?driver"]

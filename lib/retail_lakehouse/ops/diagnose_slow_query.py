@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from retail_lakehouse.core.config import load_settings
 from retail_lakehouse.core.errors import ParameterError, SqlError
+from retail_lakehouse.core.params import Param, Parameters
 from retail_lakehouse.core.tables import TableDef, registry
 from retail_lakehouse.ops import cluster_sizing
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient
 
 __all__ = [
+    "PARAMETERS",
     "SMALL_FILE_BYTES",
     "SlowQueryDiagnosis",
     "diagnose",
@@ -292,6 +294,14 @@ def check_query_id(value: str) -> str:
     if text and not _QUERY_ID.match(text):
         raise ParameterError("query_id", f"{text!r} is not a query id; copy it from the warehouse's query history")
     return text
+
+
+# The notebook's parameters beyond their annotations (see core.params): a query id, when given,
+# names the table, so `table` is then not read.
+PARAMETERS = Parameters(
+    table=Param("table", unless="query_id"),
+    query_id=Param(required=False, check=check_query_id),
+)
 
 
 def resolve_target(w: WorkspaceClient, table: str, query_id: str, *, env: str) -> tuple[TableDef, pd.DataFrame]:

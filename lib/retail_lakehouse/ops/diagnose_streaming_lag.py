@@ -14,13 +14,21 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from retail_lakehouse.core.params import Param, Parameters
 from retail_lakehouse.ops import cluster_sizing
 
 if TYPE_CHECKING:
     import pandas as pd
     from databricks.sdk import WorkspaceClient
 
-__all__ = ["LagDiagnosis", "analyze", "checkpoint_health", "diagnose", "load_progress", "recommend"]
+__all__ = ["PARAMETERS", "LagDiagnosis", "analyze", "checkpoint_health", "diagnose", "load_progress", "recommend"]
+
+# The notebook's parameters beyond their annotations (see core.params).
+PARAMETERS = Parameters(
+    stream="identifier",
+    max_files_per_trigger=Param("int", minimum=0, maximum=100000),
+    last_runs=Param("int", minimum=1, maximum=100),
+)
 
 PROGRESS_COLUMNS = [
     "id", "runId", "name", "timestamp", "batchId", "numInputRows", "inputRowsPerSecond", "processedRowsPerSecond",

@@ -10,13 +10,15 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
 from retail_lakehouse.core.errors import ParameterError, SqlError
+from retail_lakehouse.core.params import Param, Parameters
 from retail_lakehouse.ops import _delta
 from retail_lakehouse.ops._delta import TableRef
+from retail_lakehouse.ops._outcome import Outcome
 from retail_lakehouse.ops.safety import require_confirmation
 
 if TYPE_CHECKING:
@@ -55,9 +57,10 @@ class QueryProbe:
 
 
 @dataclass
-class OptimizeOutcome:
-    """What the run did and whether it held."""
+class OptimizeOutcome(Outcome):
+    """What the run did and whether it held (`raise_for_status()` raises when it did not)."""
 
+    procedure: ClassVar[str] = "optimize"
     dry_run: bool
     statements: list[str]
     before: FileStats
@@ -132,6 +135,24 @@ def check_retention(hours: int) -> int:
             "and running readers would break. Use 168 or more."
         )
     return hours
+
+
+def _check_layout(values: dict[str, Any]) -> dict[str, Any]:
+    """The WHERE clause as predicates on partition columns, and Z-order columns, of the chosen table."""
+    tdef = values["table"]
+    return {"where": parse_where(values["where"], list(tdef.partition_by)),
+            "zorder_by": check_zorder(values["zorder_by"], tdef)}
+
+
+# The notebook's parameters beyond their annotations (see core.params): `where` becomes its
+# predicates (recorded AND-ed), `zorder_by` checked columns, `retention_hours` at least 168.
+PARAMETERS = Parameters(
+    table="table",
+    where=Param(required=False, record=" AND ".join),
+    zorder_by="list",
+    retention_hours=Param("int", check=check_retention),
+    check=_check_layout,
+)
 
 
 def statements(ref: TableRef, preds: list[str], zorder: list[str], vacuum: bool, retention_hours: int) -> list[str]:

@@ -14,15 +14,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from retail_lakehouse.core.config import load_settings
+from retail_lakehouse.core.params import Param, Parameters
 from retail_lakehouse.core.tables import TableDef, registry
 
 if TYPE_CHECKING:
     import pandas as pd
     from databricks.sdk import WorkspaceClient
 
-__all__ = ["QUALITY_JOB", "QualityTriage", "failing_rules", "rerun", "summarize_checks", "triage"]
+__all__ = ["ACTIONS", "PARAMETERS", "QUALITY_JOB", "QualityTriage", "failing_rules", "rerun", "summarize_checks", "triage"]
 
 QUALITY_JOB = "retail_data_quality_checks"
+ACTIONS = ("none", "rerun")
+# The notebook's parameters beyond their annotations (see core.params).
+PARAMETERS = Parameters(table="table", date="optional_date", action=Param("choice", choices=ACTIONS))
 
 
 def _full(ref: str, env: str) -> str:

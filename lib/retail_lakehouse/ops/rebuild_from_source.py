@@ -12,14 +12,16 @@ code rebuilds in dev/qa/prod.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import pandas as pd
 
 from retail_lakehouse.core.errors import LakehouseError, ParameterError
+from retail_lakehouse.core.params import Param, Parameters
 from retail_lakehouse.core.tables import registry
 from retail_lakehouse.ops import _delta
 from retail_lakehouse.ops._delta import TableRef
+from retail_lakehouse.ops._outcome import Outcome
 from retail_lakehouse.ops.safety import require_confirmation
 
 if TYPE_CHECKING:
@@ -82,9 +84,10 @@ class RebuildPlan:
 
 
 @dataclass
-class RebuildOutcome:
-    """What the rebuild did and whether it held."""
+class RebuildOutcome(Outcome):
+    """What the rebuild did and whether it held (`raise_for_status()` raises when it did not)."""
 
+    procedure: ClassVar[str] = "rebuild_from_source"
     dry_run: bool
     actions: list[str]
     rows_after: int | None
@@ -116,6 +119,20 @@ def watermark_filter(tdef: TableDef) -> dict[str, str]:
         f"({', '.join(SILVER_TABLES)}) and gold tables; bronze is re-ingested (reset its bronze watermark, run "
         "retail_ingestion), quarantine tables are refilled by reprocessing their silver table"
     )
+
+
+def check_table(tdef: TableDef) -> TableDef:
+    """The table must be one this procedure rebuilds (see `watermark_filter`).
+
+    Raises:
+        ParameterError: names the tables the transformation job builds.
+    """
+    watermark_filter(tdef)
+    return tdef
+
+
+# The notebook's parameters beyond their annotations (see core.params).
+PARAMETERS = Parameters(table=Param("table", check=check_table))
 
 
 def create_statement(tdef: TableDef, full: str) -> str:

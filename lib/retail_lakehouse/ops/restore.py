@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
 from retail_lakehouse.core.errors import LakehouseError, ParameterError
+from retail_lakehouse.core.params import Parameters
 from retail_lakehouse.ops import _delta
 from retail_lakehouse.ops._delta import TableRef
+from retail_lakehouse.ops._outcome import Outcome
 from retail_lakehouse.ops.safety import require_confirmation
 
 if TYPE_CHECKING:
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 
 _LATEST = re.compile(r"^latest\s*-\s*(\d+)$", re.IGNORECASE)
 SAMPLE_ROWS = 5
+# The notebook's parameters beyond their annotations (see core.params); `version` is text, resolved by `plan`.
+PARAMETERS = Parameters(table="table")
 
 
 @dataclass
@@ -72,9 +76,11 @@ class RestorePlan:
 
 
 @dataclass
-class RestoreOutcome:
-    """What the restore did and whether it held."""
+class RestoreOutcome(Outcome):
+    """What the restore did and whether it held (`raise_for_status()` raises when it did not)."""
 
+    procedure: ClassVar[str] = "restore"
+    run_id_field: ClassVar[str] = "reprocess_run_id"
     dry_run: bool
     statement: str
     version_before: int

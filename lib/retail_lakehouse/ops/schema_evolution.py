@@ -14,14 +14,16 @@ workspace, so the same code runs locally and in dev/qa/prod.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
 from retail_lakehouse.core.errors import LakehouseError, ParameterError, SqlError
+from retail_lakehouse.core.params import Param, Parameters
 from retail_lakehouse.core.tables import registry
 from retail_lakehouse.ops import _delta
 from retail_lakehouse.ops._delta import TableRef
+from retail_lakehouse.ops._outcome import Outcome
 from retail_lakehouse.ops.safety import require_confirmation
 
 if TYPE_CHECKING:
@@ -141,9 +143,10 @@ class EvolutionPlan:
 
 
 @dataclass
-class EvolutionOutcome:
-    """What the run did and whether it held."""
+class EvolutionOutcome(Outcome):
+    """What the run did and whether it held (`raise_for_status()` raises when it did not)."""
 
+    procedure: ClassVar[str] = "schema_evolution"
     dry_run: bool
     actions: list[str]
     held: bool
@@ -165,6 +168,10 @@ def check_table(tdef: TableDef) -> TableDef:
             "table", f"{tdef.ref} is not a silver table built by rules; use one of {', '.join(SILVER_TABLES)}"
         )
     return tdef
+
+
+# The notebook's parameters beyond their annotations (see core.params).
+PARAMETERS = Parameters(table=Param("table", layer="silver", check=check_table))
 
 
 def compare_columns(
