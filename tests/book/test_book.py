@@ -44,7 +44,7 @@ def test_procedure_page_without_runs_says_so():
     text = pages.procedure_page("restore", INSPECTED, [])
     assert "no executed example yet" in text
     assert "papermill ops_notebooks/restore.ipynb" in text and "-p env prod" in text
-    assert "-p table gold.fact_sales" in text and "dry_run False -p confirm True" in text
+    assert "-p table <TABLE>" in text and "dry_run False -p confirm True" in text
 
 
 def test_procedure_page_links_runs_and_uses_drill_parameters():
@@ -58,8 +58,9 @@ def test_procedure_page_links_runs_and_uses_drill_parameters():
     text = pages.procedure_page("restore", INSPECTED, [record])
     assert "{doc}`drill bad_write </book/_generated/runs/restore--bad_write>`" in text
     assert "lakehouse drill bad_write" in text
-    prod = re.search(r"papermill ops_notebooks/restore.ipynb runs/restore-.*\.ipynb (.*)", text).group(1)
-    assert prod == "-p env prod -p table gold.fact_sales -p version 3"
+    prod = re.search(r"papermill ops_notebooks/restore.ipynb runs/restore-.*?\.ipynb \\\n(.*?)\n```", text, re.S)
+    assert prod.group(1).splitlines() == ["  -p env prod \\", "  -p table <TABLE> \\", "  -p version <VERSION>"]
+    assert "-p version 3" in text  # the local rehearsal keeps the drill's values
 
 
 def test_missing_notebook_page():
@@ -143,7 +144,7 @@ def test_prepare_for_site_titles_the_run_and_demotes_headings():
     )
     out = runs.prepare_for_site(nb, record)
     assert out.cells[0].source.startswith("# Example run: `restore` on drill `bad_write`")
-    assert "papermill ops_notebooks/restore.ipynb out.ipynb -p table gold.fact_sales" in out.cells[0].source
+    assert "papermill ops_notebooks/restore.ipynb out.ipynb \\\n      -p table gold.fact_sales" in out.cells[0].source
     assert out.cells[1].source == "## Restore\n```\n# not a heading\n```\n### Verify"
     assert "text/html" in out.cells[2].outputs[0]["data"]
     assert "widgets" not in out.metadata
@@ -151,7 +152,7 @@ def test_prepare_for_site_titles_the_run_and_demotes_headings():
 
 def test_command_line_quotes_what_the_shell_would_split():
     assert runs.command_line("optimize", {"where": "date_key > 20231231"}) == (
-        "papermill ops_notebooks/optimize.ipynb out.ipynb -p where 'date_key > 20231231'"
+        "papermill ops_notebooks/optimize.ipynb out.ipynb \\\n  -p where 'date_key > 20231231'"
     )
 
 

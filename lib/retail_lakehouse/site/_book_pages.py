@@ -64,6 +64,17 @@ def _default_value(raw: Any) -> str:
     return text
 
 
+def production_parameters(
+    parameters: Mapping[str, Mapping[str, Any]], runs: Iterable[RunRecord], env: str = "prod"
+) -> dict[str, str]:
+    """Parameters for the production command: the ones the first drill sets (else every non-bool
+    parameter with a default), each as a placeholder such as `<TABLE>`; never a drill's value."""
+    return {
+        key: value if key == "env" else f"<{key.upper()}>"
+        for key, value in example_parameters(parameters, runs, env).items()
+    }
+
+
 def example_parameters(
     parameters: Mapping[str, Mapping[str, Any]], runs: Iterable[RunRecord], env: str = "prod"
 ) -> dict[str, str]:
@@ -99,6 +110,7 @@ def procedure_page(
     if parameters is None:
         return f"```{{note}}\nThe notebook `{path}` is not written yet: this procedure is run by hand for now.\n```\n"
     example = example_parameters(parameters, runs)
+    production = production_parameters(parameters, runs)
     local = {**example, "env": "local"}
     out = [
         f"**Notebook** `{path}`. Its parameters, read from the notebook's `parameters` cell "
@@ -108,7 +120,7 @@ def procedure_page(
         "`retail-prod` profile of `params/prod.yaml` or `DATABRICKS_HOST`/`DATABRICKS_TOKEN`; never pass a "
         "token as a parameter), keeping the executed notebook as the incident record:\n",
         "```bash\n"
-        + command_line(notebook, example, f"runs/{notebook}-$(date +%Y%m%dT%H%M).ipynb")
+        + command_line(notebook, production, f"runs/{notebook}-$(date +%Y%m%dT%H%M).ipynb")
         + "\n```\n",
     ]
     if "dry_run" in parameters:

@@ -194,15 +194,19 @@ def _demote_headings(source: str) -> str:
     return "\n".join(lines)
 
 
-def command_line(notebook: str, parameters: dict[str, Any], output: str = "out.ipynb") -> str:
-    """The papermill command that runs `notebook` with `parameters`."""
-    args = " ".join(f"-p {k} {_shell_value(v)}" for k, v in parameters.items())
-    return f"papermill ops_notebooks/{notebook}.ipynb {output} {args}".rstrip()
+def command_line(
+    notebook: str, parameters: dict[str, Any], output: str = "out.ipynb", *, indent: str = ""
+) -> str:
+    """The papermill command that runs `notebook` with `parameters`, one parameter a line (each
+    line but the first prefixed with `indent`), so no parameter hides past the block's edge."""
+    lines = [f"papermill ops_notebooks/{notebook}.ipynb {output}"]
+    lines += [f"{indent}  -p {k} {_shell_value(v)}" for k, v in parameters.items()]
+    return " \\\n".join(lines)
 
 
 def _shell_value(value: Any) -> str:
     text = str(value)
-    if text and re.fullmatch(r"[A-Za-z0-9_.:/,@+-]+", text):
+    if text and re.fullmatch(r"[A-Za-z0-9_.:/,@+-]+|<[A-Z0-9_.-]+>", text):
         return text
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
@@ -271,7 +275,7 @@ def prepare_for_site(nb: Any, record: RunRecord) -> Any:
         f"{record.seconds:.1f} s) against the local demo lakehouse; every output below is that run's. "
         f"Reproduce it locally with:\n\n"
         f"    lakehouse drill {record.drill}\n"
-        f"    {command_line(record.notebook, record.parameters)}\n"
+        f"    {command_line(record.notebook, record.parameters, indent='    ')}\n"
         f"```\n"
     )
     nb.cells.insert(0, nbformat.v4.new_markdown_cell(scrub(intro, paths)))
