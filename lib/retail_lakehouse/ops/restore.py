@@ -2,7 +2,7 @@
 
 Plan: read the history, resolve the target (`"12"`, `"latest-1"` or a timestamp), compare the target
 with the current version (row counts and sample rows only in one of them), and name the tables built
-from it that need reprocessing (`ops/lineage.yaml`). Apply: `RESTORE TABLE ... TO VERSION AS OF n`,
+from it that need reprocessing (`_delta.lineage`, from the rule sets and gold builds). Apply: `RESTORE TABLE ... TO VERSION AS OF n`,
 then verify the table holds exactly the target's rows. Nothing here imports the engine: every call
 goes through the workspace, so the same code restores in dev/qa/prod.
 """
