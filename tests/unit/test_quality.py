@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 
 import pytest
@@ -353,10 +354,11 @@ def _metrics(spark, run_id: str) -> dict[str, str]:
 
 def test_packaged_checks_pass_on_normal_data(spark, silver):
     report = quality.run_checks(["orders"], run_id="normal")
-    assert report.summary() == {"PASSED": 9, "WARN": 0, "FAILED": 0}, report.frame.to_string()
+    # 9 rule-set checks + the registry's has_rows, volume, schema_drift
+    assert report.summary() == {"PASSED": 12, "WARN": 0, "FAILED": 0, "ERROR": 0}, report.frame.to_string()
     report.raise_for_errors()
     written = _metrics(spark, "normal")
-    assert len(written) == 9 and set(written.values()) == {"PASSED"}
+    assert len(written) == 12 and set(written.values()) == {"PASSED"}
     row = (
         spark.table("retail_datalake.local_monitoring.quality_metrics")
         .filter("run_id = 'normal' AND check_name = 'quarantine_rate'")
@@ -413,4 +415,106 @@ def test_run_checks_custom_rules_warn_and_fail(spark, silver):
 
 def test_run_checks_rejects_table_without_checks(spark):
     with pytest.raises(ParameterError, match="tables with checks"):
-        quality.run_checks(["gold.dim_date"], run_id="x")
+        quality.run_checks(["bronze.orders"], run_id="x")
+
+
+# ----------------------------------------------------------------------------- verdicts that mean something
+
+
+def test_status_override_and_evidence(keys):
+    failed = run(keys, "not_null", {"columns": ["ref"]})
+    evidence = json.loads(failed.evidence)
+    assert (evidence["violations"], evidence["rows"], evidence["threshold"]) == (1, 4, 0.0)
+    outcome = quality_model.CheckOutcome(False, 1.0, 0.0, "x", status="ERROR")
+    assert quality._status(outcome, "warn") == "ERROR"
+    assert quality._status(quality_model.CheckOutcome(False, 1.0, 0.0, "x", status="FAILED"), "warn") == "WARN"
+    assert quality._status(quality_model.CheckOutcome(True, 1.0, 0.0, "x", status="WARN"), "error") == "WARN"
+
+
+def test_row_count_fails_an_empty_table(spark):
+    empty = spark.createDataFrame([], "id bigint")
+    failed = run(empty, "row_count", {"min_rows": 1})
+    assert failed.check_status == "FAILED" and "expected to have rows" in failed.details
+    assert json.loads(failed.evidence)["rows"] == 0
+    assert run(spark.createDataFrame([(1,)], "id bigint"), "row_count", {"min_rows": 1}).check_status == "PASSED"
+
+
+SLA = {"hours": 26, "time": "order_ts", "upstream": "silver.orders", "upstream_time": "order_ts"}
+
+
+def test_sla_freshness_says_how_late(spark):
+    gold = spark.createDataFrame([(ts("2024-01-02 12:00:00"),)], "order_ts timestamp")
+    silver = spark.createDataFrame([(ts("2024-01-04 12:00:00"),)], "order_ts timestamp")
+    late = run(gold, "sla_freshness", SLA, frames={"silver.orders": silver})
+    assert (late.check_status, late.metric_value, late.threshold) == ("FAILED", 48.0, 26.0)
+    assert "22.0 h late" in late.details and json.loads(late.evidence)["late_hours"] == 22.0
+    on_time = run(silver, "sla_freshness", SLA, frames={"silver.orders": silver})
+    assert on_time.check_status == "PASSED" and "within SLA" in on_time.details
+    # business date given: judged against the end of that day, not the wall clock
+    dated = run(gold, "sla_freshness", SLA, frames={}, business_date="2024-01-02")
+    assert (dated.check_status, dated.metric_value) == ("PASSED", 12.0)
+    nothing = run(gold, "sla_freshness", SLA, frames={"silver.orders": silver.limit(0)})
+    assert nothing.check_status == "ERROR"
+
+
+def _daily(spark, counts: dict[str, int]):
+    rows = [(dt.date.fromisoformat(day),) for day, n in counts.items() for _ in range(n)]
+    return spark.createDataFrame(rows, "order_date date")
+
+
+def test_volume_against_trailing_median(spark):
+    history = {"2024-01-01": 100, "2024-01-02": 110, "2024-01-03": 90}
+    normal = run(_daily(spark, {**history, "2024-01-04": 95}), "volume", {"date": "order_date"})
+    assert normal.check_status == "PASSED" and "median 100" in normal.details
+    low = run(_daily(spark, {**history, "2024-01-04": 40}), "volume", {"date": "order_date"})
+    assert (low.check_status, low.metric_value) == ("WARN", 0.4)
+    drop = run(_daily(spark, {**history, "2024-01-04": 10}), "volume", {"date": "order_date"})
+    assert drop.check_status == "FAILED"
+    evidence = json.loads(drop.evidence)
+    assert (evidence["median"], evidence["mad"], evidence["rows"]) == (100, 10, 10)
+    # the business date's day: none of its rows arrived
+    empty_day = run(_daily(spark, history), "volume", {"date": "order_date"}, business_date="2024-01-04")
+    assert (empty_day.check_status, empty_day.metric_value) == ("FAILED", 0.0)
+    young = run(_daily(spark, {"2024-01-01": 100, "2024-01-02": 5}), "volume", {"date": "order_date"})
+    assert young.check_status == "PASSED" and "nothing to compare" in young.details
+
+
+def test_schema_drift_against_registry_and_last_run(spark):
+    columns = [c for c in ORDERS.split(", ") if not c.startswith("promo_code")]
+    dropped = spark.createDataFrame([], ", ".join(columns) + ", coupon string")
+    previous = spark.createDataFrame(
+        [("cat.silver.orders", "r0", ts("2024-01-01 00:00:00"), "schema_drift",
+          json.dumps({"columns": {"order_id": "bigint", "promo_code": "string"}}))],
+        "table_name string, run_id string, check_timestamp timestamp, check_type string, evidence string",
+    )
+    result = run(dropped, "schema_drift", {}, frames={"monitoring.quality_metrics": previous})
+    assert result.check_status == "FAILED"
+    assert "vs registry: added coupon; removed promo_code" in result.details and "since run r0" in result.details
+    evidence = json.loads(result.evidence)
+    assert evidence["vs_registry"]["removed"] == ["promo_code"] and evidence["previous_run"] == "r0"
+    added = spark.createDataFrame([], ORDERS + ", coupon string")
+    warned = run(added, "schema_drift", {}, frames={"monitoring.quality_metrics": previous.limit(0)})
+    assert warned.check_status == "WARN" and "first recorded schema" in warned.details
+
+
+def test_registry_declarations_become_checks():
+    from retail_lakehouse.core.tables import registry
+
+    assert registry().get("silver.orders").expect_rows
+    assert not registry().get("silver.orders_quarantine").expect_rows
+    assert registry().get("gold.fact_sales").sla.hours == 26
+    sets = quality_rules.load_rule_sets()
+    assert [c.name for c in sets["gold.fact_sales"][:4]] == ["has_rows", "sla_freshness", "volume", "schema_drift"]
+    assert "gold.dim_date" in sets and not any(r.endswith("_quarantine") for r in sets)
+    assert "has_rows" not in {c.name for c in quality_rules.load_rule_sets(declared=False)["silver.orders"]}
+
+
+def test_missing_table_is_an_error_naming_the_job(spark, silver):
+    report = quality.run_checks(["gold.fact_sales"], run_id="missing")
+    assert report.summary()["ERROR"] == 1 and len(report.results) == 1
+    result = report.errors[0]
+    assert result.check_name == "table_exists" and "retail_transformation" in result.details
+    assert "local_gold.fact_sales does not exist" in result.details
+    assert _metrics(spark, "missing") == {"table_exists": "ERROR"}
+    with pytest.raises(CheckFailedError, match="ERROR"):
+        report.raise_for_errors()

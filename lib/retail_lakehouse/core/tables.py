@@ -18,6 +18,42 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
+class Sla:
+    """A table's freshness SLA, judged in business time (see `retail_lakehouse.pipeline.quality`).
+
+    Attributes:
+        hours: the most the table's newest business time may lag its upstream's (or the run's business date).
+        time: SQL expression of a row's business time, e.g. ``order_ts``.
+        upstream: ``layer.table`` the table is built from.
+        upstream_time: SQL expression of the upstream's business time.
+    """
+
+    hours: float
+    time: str
+    upstream: str
+    upstream_time: str
+
+
+@dataclass(frozen=True)
+class VolumeBounds:
+    """Bounds on a day's rows relative to the median of the trailing days.
+
+    Attributes:
+        date: SQL expression of a row's business date.
+        warn: (low, high) ratios of the median outside which the check warns.
+        fail: (low, high) ratios outside which it fails.
+        days: trailing days compared with.
+        min_history: fewer trailing days with rows than this: nothing to compare with (passes).
+    """
+
+    date: str
+    warn: tuple[float, float] = (0.5, 2.0)
+    fail: tuple[float, float] = (0.2, 5.0)
+    days: int = 7
+    min_history: int = 2
+
+
+@dataclass(frozen=True)
 class TableDef:
     """A registered table.
 
@@ -29,6 +65,9 @@ class TableDef:
         partition_by: Delta partition columns.
         properties: Delta table properties set at creation.
         description: one line for humans.
+        expect_rows: the table must never be empty (quality fails it when it is); default per layer.
+        sla: how fresh the data must be (`Sla`), or None.
+        volume: the daily-volume bounds (`VolumeBounds`), or None.
     """
 
     name: str
@@ -38,6 +77,9 @@ class TableDef:
     partition_by: tuple[str, ...] = ()
     properties: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    expect_rows: bool = False
+    sla: Sla | None = None
+    volume: VolumeBounds | None = None
 
     @property
     def ref(self) -> str:
@@ -153,8 +195,44 @@ class Registry:
         raise TableNotFoundError(name, f"table name {name!r} is ambiguous; say which one: {layers}")
 
 
+def _pair(value: object, default: tuple[float, float]) -> tuple[float, float]:
+    if value is None:
+        return default
+    if not isinstance(value, list | tuple) or len(value) != 2 or not all(isinstance(v, int | float) for v in value):
+        raise ConfigError(f"volume bounds must be [low, high] ratios, not {value!r}")
+    return float(value[0]), float(value[1])
+
+
+def _quality(entry: dict, layer_quality: dict, where: str, problems: list[str]) -> dict:
+    """The quality declarations of a table: expect_rows, sla, volume (layer defaults, then the table's)."""
+    raw = {**(layer_quality or {}), **(entry.get("quality") or {})}
+    unknown = set(raw) - {"expect_rows", "sla", "volume"}
+    if unknown:
+        problems.append(f"{where}: unknown quality key(s) {sorted(unknown)} (known: expect_rows, sla, volume)")
+    out: dict = {"expect_rows": bool(raw.get("expect_rows", False))}
+    try:
+        if raw.get("sla"):
+            sla = raw["sla"]
+            out["sla"] = Sla(float(sla["hours"]), str(sla["time"]), str(sla["upstream"]), str(sla["upstream_time"]))
+        if raw.get("volume"):
+            vol = raw["volume"]
+            out["volume"] = VolumeBounds(
+                date=str(vol["date"]),
+                warn=_pair(vol.get("warn"), VolumeBounds.warn),
+                fail=_pair(vol.get("fail"), VolumeBounds.fail),
+                days=int(vol.get("days", VolumeBounds.days)),
+                min_history=int(vol.get("min_history", VolumeBounds.min_history)),
+            )
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        problems.append(
+            f"{where}: quality: {exc} (sla needs hours, time, upstream, upstream_time; volume needs date)"
+        )
+    return out
+
+
 def _parse(raw: dict) -> list[TableDef]:
     defaults = (raw.get("defaults") or {}).get("properties") or {}
+    layer_quality = raw.get("layer_quality") or {}
     layer_props = raw.get("layer_properties") or {}
     tables: list[TableDef] = []
     problems: list[str] = []
@@ -186,6 +264,7 @@ def _parse(raw: dict) -> list[TableDef]:
                 partition_by=tuple(entry.get("partition_by") or ()),
                 properties={str(k): str(v) for k, v in props.items()},
                 description=str(entry.get("description") or ""),
+                **_quality(entry, layer_quality.get(layer), where, problems),
             )
         )
     if problems:

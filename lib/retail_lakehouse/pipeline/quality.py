@@ -1,8 +1,11 @@
 """Running data-quality checks: the rule sets of `quality_rules` evaluated, every result recorded.
 
 `run_checks` evaluates a layer's rule sets, appends one row per check to
-``monitoring.quality_metrics`` (PASSED / WARN / FAILED) and returns a `QualityReport`;
-``report.raise_for_errors()`` raises afterwards, so results are always recorded.
+``monitoring.quality_metrics`` (PASSED / WARN / FAILED, or ERROR when no verdict is possible, e.g. the
+table does not exist) with its evidence (JSON: counts, thresholds, sample keys) and returns a
+`QualityReport`; ``report.raise_for_errors()`` raises afterwards, so results are always recorded.
+The packaged rule sets include the registry's declarations (`quality_table_checks`): rows expected,
+freshness SLA, daily volume, schema drift.
 
 Freshness is measured against the business date (the upstream column's max, or ``business_date``
 given at run time), never the wall clock, so generated history is not stale.
@@ -11,6 +14,7 @@ given at run time), never the wall clock, so generated history is not stale.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +38,7 @@ from retail_lakehouse.pipeline.quality_model import (
     get_check,
 )
 from retail_lakehouse.pipeline.quality_rules import load_rule_sets  # imports the built-in check kinds
+from retail_lakehouse.pipeline.quality_table_checks import missing_table_result, sample_keys
 
 __all__ = ["QualityReport", "evaluate", "evaluate_table", "run_checks"]
 
@@ -44,6 +49,10 @@ log = logging.getLogger(__name__)
 
 
 def _status(outcome: CheckOutcome, criticality: str) -> str:
+    if outcome.status == "FAILED" and criticality == "warn":  # a warn check never fails the run
+        return "WARN"
+    if outcome.status:  # a check with a warning band, or one that could not judge (ERROR)
+        return outcome.status
     if outcome.passed:
         return "PASSED"
     return "WARN" if criticality == "warn" else "FAILED"
@@ -75,6 +84,13 @@ def _broken(exc: Exception) -> CheckOutcome:
 
 def _result(spec: CheckSpec, ctx: CheckContext, outcome: CheckOutcome) -> CheckResult:
     where = f" [where {spec.arguments['where']}]" if spec.arguments.get("where") else ""
+    evidence = {
+        "metric_value": outcome.metric_value,
+        "threshold": outcome.threshold,
+        "criticality": spec.criticality,
+        **({"where": spec.arguments["where"]} if spec.arguments.get("where") else {}),
+        **(outcome.evidence or {}),
+    }
     return CheckResult(
         table_name=ctx.full_name(spec.table),
         check_name=spec.name,
@@ -84,6 +100,7 @@ def _result(spec: CheckSpec, ctx: CheckContext, outcome: CheckOutcome) -> CheckR
         metric_value=None if outcome.metric_value is None else float(outcome.metric_value),
         threshold=None if outcome.threshold is None else float(outcome.threshold),
         details=outcome.details + where,
+        evidence=json.dumps(evidence, default=str, sort_keys=True),
     )
 
 
@@ -126,6 +143,21 @@ def evaluate_table(specs: Sequence[CheckSpec], ctx: CheckContext) -> list[CheckR
     return results
 
 
+def _with_samples(result: CheckResult, spec: CheckSpec, ctx: CheckContext) -> CheckResult:
+    """A failed / warned row-level check with the keys of a few offending rows in its evidence."""
+    from retail_lakehouse.core.tables import registry
+
+    if result.check_status not in ("FAILED", "WARN") or spec.check not in ("not_null", "value_range"):
+        return result
+    try:
+        samples = sample_keys(spec, ctx, registry().get(spec.table).keys)
+    except Exception as exc:  # noqa: BLE001 - the verdict stands without its samples
+        log.debug("no sample keys for %s.%s: %s", spec.table, spec.name, exc)
+        return result
+    evidence = {**json.loads(result.evidence or "{}"), "sample_keys": samples}
+    return CheckResult(**{**result.__dict__, "evidence": json.dumps(evidence, default=str, sort_keys=True)})
+
+
 @dataclass
 class QualityReport:
     """Results of one quality run (already written to ``monitoring.quality_metrics``)."""
@@ -139,6 +171,11 @@ class QualityReport:
         return [r for r in self.results if r.check_status == "FAILED"]
 
     @property
+    def errors(self) -> list[CheckResult]:
+        """Checks that could not judge (ERROR), e.g. of a table that does not exist."""
+        return [r for r in self.results if r.check_status == "ERROR"]
+
+    @property
     def warnings(self) -> list[CheckResult]:
         return [r for r in self.results if r.check_status == "WARN"]
 
@@ -149,23 +186,22 @@ class QualityReport:
         return pd.DataFrame([r.__dict__ for r in self.results])
 
     def summary(self) -> dict[str, int]:
-        out = {"PASSED": 0, "WARN": 0, "FAILED": 0}
+        out = {"PASSED": 0, "WARN": 0, "FAILED": 0, "ERROR": 0}
         for r in self.results:
             out[r.check_status] += 1
         return out
 
     def raise_for_errors(self) -> None:
-        """Raise when an error-criticality check failed.
+        """Raise when an error-criticality check failed or a check could not judge (ERROR).
 
         Raises:
-            CheckFailedError: names each failed check and its details.
+            CheckFailedError: names each failed / errored check and its details.
         """
-        if self.failed_errors:
-            lines = [
-                f"{r.table_name}.{r.check_name} ({r.check_type}): {r.details}" for r in self.failed_errors
-            ]
+        bad = self.errors + self.failed_errors
+        if bad:
+            lines = [f"{r.check_status} {r.table_name}.{r.check_name} ({r.check_type}): {r.details}" for r in bad]
             raise CheckFailedError(
-                f"{len(lines)} error check(s) failed in run {self.run_id} (results are in "
+                f"{len(lines)} check(s) failed or could not run in run {self.run_id} (results are in "
                 "monitoring.quality_metrics; see the quality-failure runbook):\n  " + "\n  ".join(lines)
             )
 
@@ -231,6 +267,7 @@ def run_checks(
             refs.append(ref)
     spark = engine.get_spark(settings.env)
     cache: dict[str, DataFrame] = {}
+    missing: set[str] = set()
 
     def full_name(ref: str) -> str:
         return registry().get(ref, settings=settings).full_name(settings)
@@ -248,6 +285,7 @@ def run_checks(
                 writes.ensure_table(tdef, env=settings.env)  # registers a table another session created
                 cache[ref] = spark.table(full)
             else:
+                missing.add(ref)
                 cache[ref] = spark.createDataFrame([], tdef.ddl())
         return cache[ref]
 
@@ -256,7 +294,11 @@ def run_checks(
     memo: dict[Any, Any] = {}
     for ref in refs:
         ctx = CheckContext(ref, read(ref), run_id, as_of, read, full_name, memo)
-        report.results += evaluate_table(sets[ref], ctx)
+        if ref in missing:  # its checks would judge an empty frame: no verdict, one ERROR row
+            report.results.append(missing_table_result(registry().get(ref, settings=settings), full_name(ref)))
+            continue
+        results = evaluate_table(sets[ref], ctx)
+        report.results += [_with_samples(r, spec, ctx) for r, spec in zip(results, sets[ref], strict=True)]
     if report.results:
         rows = [
             (
@@ -270,9 +312,13 @@ def run_checks(
                 r.metric_value,
                 r.threshold,
                 r.details,
+                r.evidence,
             )
             for r in report.results
         ]
         tdef = registry().get("monitoring.quality_metrics", settings=settings)
-        writes.write_table(spark.createDataFrame(rows, tdef.ddl()), tdef, mode="append", env=settings.env)
+        # evolve_schema: a lakehouse created before `evidence` existed gets the column added.
+        writes.write_table(
+            spark.createDataFrame(rows, tdef.ddl()), tdef, mode="append", evolve_schema=True, env=settings.env
+        )
     return report

@@ -32,7 +32,13 @@ def _ratio(bad: int, total: int) -> float:
 
 def _ratio_outcome(bad: int, total: int, limit: float, what: str) -> CheckOutcome:
     ratio = _ratio(bad, total)
-    return CheckOutcome(ratio <= limit, ratio, float(limit), f"{bad} of {total} rows ({ratio:.2%}) {what}")
+    return CheckOutcome(
+        ratio <= limit,
+        ratio,
+        float(limit),
+        f"{bad} of {total} rows ({ratio:.2%}) {what}",
+        evidence={"violations": bad, "rows": total, "ratio": ratio, "max_violation_ratio": float(limit)},
+    )
 
 
 def _columns(arguments: Mapping[str, Any], key: str = "columns") -> list[str]:
@@ -231,6 +237,8 @@ def check_freshness(arguments: Mapping[str, Any], keep: Column, scope: Scope) ->
             round(lag, 3),
             limit,
             f"newest {column} {newest} is {lag:.1f} h behind {as_of} ({basis}); limit {limit:g} h",
+            evidence={"newest": str(newest), "as_of": str(as_of), "basis": basis, "lag_hours": round(lag, 3),
+                      "max_lag_hours": limit},
         )
 
     return Aggregate((_max_timestamp_column(column, keep),), finish, frames)
@@ -319,6 +327,7 @@ def check_row_count_reconciliation(arguments: Mapping[str, Any], keep: Column, s
             ratio,
             tolerance,
             f"{actual} rows vs {expected} in {arguments['source']} (difference {diff}, {ratio:.2%})",
+            evidence={"rows": actual, "source_rows": expected, "difference": diff, "tolerance_ratio": tolerance},
         )
 
     return Aggregate((F.count(F.when(keep, 1)),), finish, ((source, (F.count(F.lit(1)),)),))
@@ -339,6 +348,11 @@ def _monitored_balance(ctx: CheckContext) -> CheckOutcome:
         float(len(unbalanced)),
         0.0,
         ("balanced; " if not unbalanced else "NOT balanced; ") + details,
+        evidence={
+            "run_id": r["run_id"],
+            "unbalanced_runs": sorted({str(u["run_id"]) for u in unbalanced}),
+            **{k: r[k] for k in ("bronze_rows", "silver_rows", "quarantined_rows", "duplicates_removed")},
+        },
     )
 
 
@@ -370,6 +384,8 @@ def check_quarantine_rate(arguments: Mapping[str, Any], keep: Column, scope: Sco
             round(ratio, 6),
             limit,
             f"run {max(runs)}: {quarantined} of {bronze} bronze rows quarantined ({ratio:.2%})",
+            evidence={"run_id": max(runs), "bronze_rows": bronze, "quarantined_rows": quarantined,
+                      "max_ratio": limit},
         )
 
     return Aggregate((), finish)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COMMON_ARGUMENTS",
     "CRITICALITIES",
+    "STATUSES",
     "Aggregate",
     "CheckContext",
     "CheckKind",
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 Criticality = Literal["error", "warn"]
 CRITICALITIES = ("error", "warn")
 COMMON_ARGUMENTS = ("where",)
+# PASSED / WARN / FAILED are verdicts; ERROR means no verdict was possible (e.g. the table does not exist).
+STATUSES = ("PASSED", "WARN", "FAILED", "ERROR")
 
 
 # ----------------------------------------------------------------------------- model
@@ -62,12 +65,19 @@ class CheckSpec:
 
 @dataclass(frozen=True)
 class CheckOutcome:
-    """What a check function measured: pass/fail, the metric and the threshold it was held to."""
+    """What a check function measured: pass/fail, the metric and the threshold it was held to.
+
+    ``status`` overrides the status derived from `passed` and the criticality (a check with a warning
+    band returns ``WARN``; one that cannot judge returns ``ERROR``); ``evidence`` (counts, thresholds,
+    sample keys) is recorded as JSON with the result.
+    """
 
     passed: bool
     metric_value: float | None
     threshold: float | None
     details: str
+    status: str | None = None
+    evidence: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,7 @@ class CheckResult:
     metric_value: float | None
     threshold: float | None
     details: str
+    evidence: str | None = None  # JSON: what the verdict rests on
 
 
 @dataclass

@@ -38,6 +38,7 @@ from retail_lakehouse.pipeline.quality_model import (
     CheckSpec,
     get_check,
 )
+from retail_lakehouse.pipeline.quality_table_checks import declared_checks
 
 __all__ = ["describe_rule_sets", "load_rule_sets", "parse_rule_sets"]
 
@@ -133,9 +134,15 @@ def parse_rule_sets(
 
 
 def load_rule_sets(
-    directory: str | Path | None = None, settings: Settings | None = None
+    directory: str | Path | None = None, settings: Settings | None = None, *, declared: bool | None = None
 ) -> dict[str, list[CheckSpec]]:
     """Read and validate every ``*.yaml`` rule set (default: the packaged ``checks/`` folder).
+
+    Args:
+        directory: folder of rule sets; None = the packaged ones.
+        settings: environment.
+        declared: put the registry's table checks (has_rows, sla_freshness, volume, schema_drift; see
+            `quality_table_checks`) first in each silver / gold table's set; default: with the packaged sets.
 
     Raises:
         ConfigError: unreadable YAML or invalid rule sets (all problems at once).
@@ -161,6 +168,9 @@ def load_rule_sets(
         parsed = {}
     if problems:
         raise ConfigError("\n".join(problems))
+    if declared if declared is not None else directory is None:
+        table_checks = declared_checks(settings)
+        parsed = {ref: table_checks.get(ref, []) + parsed.get(ref, []) for ref in sorted({*table_checks, *parsed})}
     return parsed
 
 
