@@ -518,3 +518,25 @@ def test_missing_table_is_an_error_naming_the_job(spark, silver):
     assert _metrics(spark, "missing") == {"table_exists": "ERROR"}
     with pytest.raises(CheckFailedError, match="ERROR"):
         report.raise_for_errors()
+
+
+def test_sample_keys_of_failed_checks(spark, keys):
+    from retail_lakehouse.pipeline.quality_table_checks import sample_keys
+
+    dim = spark.createDataFrame([(10,)], "customer_sk bigint")
+    ctx = quality_model.CheckContext("silver.orders", keys, "r", None, lambda ref: dim, lambda ref: ref)
+    assert sample_keys(spec("not_null", {"columns": ["ref"]}), ctx, ["id"]) == [{"id": 2}]
+    assert sample_keys(spec("unique", {"columns": ["id"]}), ctx, ["id"]) == [{"id": 2, "count": 2}]
+    orphans = spec("referential_integrity", {"column": "ref", "references": "gold.dim_customer.customer_sk"})
+    assert sample_keys(orphans, ctx, ["id"]) == [{"id": 3, "ref": 99}]
+    assert sample_keys(spec("value_range", {"column": "ref", "max": 50}), ctx, ["id"]) == [{"id": 3}]
+
+
+def test_run_checks_records_sample_keys(spark, silver):
+    rules = quality_rules.parse_rule_sets(
+        [("t", {"table": "silver.orders", "checks": [
+            {"name": "total_small", "check": "value_range", "arguments": {"column": "total_amount", "max": 1}}]})]
+    )
+    report = quality.run_checks(["silver.orders"], run_id="samples", rule_sets=rules)
+    evidence = json.loads(report.results[0].evidence)
+    assert sorted(k["order_id"] for k in evidence["sample_keys"]) == [1, 2]

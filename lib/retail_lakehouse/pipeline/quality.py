@@ -147,7 +147,8 @@ def _with_samples(result: CheckResult, spec: CheckSpec, ctx: CheckContext) -> Ch
     """A failed / warned row-level check with the keys of a few offending rows in its evidence."""
     from retail_lakehouse.core.tables import registry
 
-    if result.check_status not in ("FAILED", "WARN") or spec.check not in ("not_null", "value_range"):
+    sampled = ("not_null", "value_range", "referential_integrity", "unique")
+    if result.check_status not in ("FAILED", "WARN") or spec.check not in sampled:
         return result
     try:
         samples = sample_keys(spec, ctx, registry().get(spec.table).keys)

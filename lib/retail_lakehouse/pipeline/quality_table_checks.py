@@ -26,6 +26,7 @@ from retail_lakehouse.pipeline.quality_model import (
     CheckResult,
     CheckSpec,
     register,
+    split_reference,
 )
 
 if TYPE_CHECKING:
@@ -283,10 +284,28 @@ SAMPLE = 5
 
 
 def sample_keys(spec: CheckSpec, ctx: CheckContext, keys: Sequence[str]) -> list[dict[str, Any]]:
-    """Keys of up to `SAMPLE` rows that break a row-level check (not_null, value_range); [] for others."""
+    """Keys of up to `SAMPLE` rows that break a row-level check; [] for the other kinds.
+
+    not_null, value_range and referential_integrity: the offending rows' `keys`; unique: the repeated
+    values with their counts.
+    """
     F = spark_functions()
     df = ctx.df.filter(spec.arguments["where"]) if spec.arguments.get("where") else ctx.df
     args = spec.arguments
+    shown = [k for k in keys if k in df.columns] or df.columns[:3]
+    if spec.check == "unique":
+        cols = [args["columns"]] if isinstance(args["columns"], str) else list(args["columns"])
+        repeated = df.groupBy(*cols).count().filter(F.col("count") > 1).limit(SAMPLE)
+        return [r.asDict() for r in repeated.collect()]
+    if spec.check == "referential_integrity":
+        column, (parent_table, parent_column) = args["column"], split_reference(args["references"])
+        candidates = df.filter(F.col(column).isNotNull())
+        unknown = args.get("unknown_value")
+        if unknown is not None and not args.get("unknown_is_violation", False):
+            candidates = candidates.filter(F.col(column) != F.lit(unknown))
+        parents = ctx.read(parent_table).select(F.col(parent_column).alias("__parent")).distinct()
+        orphans = candidates.join(parents, F.col(column) == F.col("__parent"), "left_anti")
+        return [r.asDict() for r in orphans.select(*dict.fromkeys([*shown, column])).limit(SAMPLE).collect()]
     if spec.check == "not_null":
         cols = [args["columns"]] if isinstance(args["columns"], str) else list(args["columns"])
         bad = F.lit(False)
@@ -302,5 +321,4 @@ def sample_keys(spec: CheckSpec, ctx: CheckContext, keys: Sequence[str]) -> list
         bad = col.isNotNull() & bad
     else:
         return []
-    shown = [k for k in keys if k in df.columns] or df.columns[:3]
     return [r.asDict() for r in df.filter(bad).select(*shown).limit(SAMPLE).collect()]
