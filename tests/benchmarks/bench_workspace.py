@@ -47,7 +47,8 @@ def main() -> None:
     os.environ.setdefault("LAKEHOUSE_HOME", str(fresh_home("workspace")))
     from retail_lakehouse import engine
     from retail_lakehouse import local as local_workspace
-    from retail_lakehouse.databricks.workspace import connect, run_sql
+    from retail_lakehouse.databricks.statements import run_sql
+    from retail_lakehouse.databricks.workspace import connect
 
     load_before = os.getloadavg()[0]
     local_workspace.start()

@@ -107,7 +107,7 @@ def test_statement_sync_types_and_values(w):
 
 
 def test_run_sql_types_the_frame(w):
-    from retail_lakehouse.databricks.workspace import run_sql
+    from retail_lakehouse.databricks.statements import run_sql
 
     df = run_sql(
         w,
@@ -148,7 +148,7 @@ def test_named_parameters(w):
 
 def test_failing_statement_reports_the_sql_error(w):
     from retail_lakehouse.core.errors import SqlError
-    from retail_lakehouse.databricks.workspace import run_sql
+    from retail_lakehouse.databricks.statements import run_sql
 
     r = w.statement_execution.execute_statement("SELECT * FROM no_such_table_anywhere", WH, wait_timeout="30s")
     assert r.status.state == StatementState.FAILED
@@ -447,7 +447,8 @@ def test_workspace_files_round_trip(w):
 
 
 def test_system_tables_from_local_runs(w, parallel_run):
-    from retail_lakehouse.databricks.workspace import billing_usage, run_sql
+    from retail_lakehouse.databricks.statements import run_sql
+    from retail_lakehouse.databricks.workspace import billing_usage
 
     usage = run_sql(
         w,

@@ -187,7 +187,7 @@ def test_inline_results_over_25_mib_fail_as_on_databricks(w):
 
 
 def test_run_sql_gives_the_same_frame_both_ways(w):
-    from retail_lakehouse.databricks.workspace import run_sql
+    from retail_lakehouse.databricks.statements import run_sql
 
     inline = run_sql(w, NULLS_SQL, disposition="INLINE")
     links = run_sql(w, NULLS_SQL, disposition="EXTERNAL_LINKS")
@@ -218,7 +218,7 @@ def test_run_sql_chooses_links_for_unbounded_queries():
 
 def test_run_sql_refuses_an_unknown_disposition(w):
     from retail_lakehouse.core.errors import ParameterError
-    from retail_lakehouse.databricks.workspace import run_sql
+    from retail_lakehouse.databricks.statements import run_sql
 
     with pytest.raises(ParameterError, match="disposition"):
         run_sql(w, "SELECT 1", disposition="STREAM")  # type: ignore[arg-type]

@@ -72,7 +72,8 @@ def test_small_files_slow_query_drill_diagnosed(demo_lakehouse, tmp_path):
     assert d.cause == "small_files" and d.filters.get("customer_id", 0) >= 1
     assert "ZORDER BY (customer_id)" in d.recommendations["recommendation"].iloc[0]
     # Leave the lakehouse healthy for the other tests: compact what the drill scattered.
-    from retail_lakehouse.databricks.workspace import connect, run_sql
+    from retail_lakehouse.databricks.statements import run_sql
+    from retail_lakehouse.databricks.workspace import connect
 
     run_sql(connect("local"), f"OPTIMIZE {_local.full('silver.orders')}")
     assert _local.count("silver.orders") == result.facts["rows"]

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from retail_lakehouse.core.errors import ParameterError
+from retail_lakehouse.ops import failure_classifiers as fc
 from retail_lakehouse.ops import job_failure_triage as jft
+from retail_lakehouse.ops import job_run_triage as jrt
 from tests.ops._helpers import ROOT, audit_rows, run_notebook
 
 
@@ -23,7 +25,7 @@ from tests.ops._helpers import ROOT, audit_rows, run_notebook
     ],
 )
 def test_classify(error, category):
-    c = jft.classify(error)
+    c = fc.classify(error)
     assert c.category == category
     assert c.next_step
     if category != "other":
@@ -31,19 +33,19 @@ def test_classify(error, category):
 
 
 def test_classifiers_registry_is_ordered_and_pluggable():
-    assert list(jft.CLASSIFIERS)[:4] == ["out_of_memory", "schema_mismatch", "source_unreachable", "data_quality"]
+    assert list(fc.CLASSIFIERS)[:4] == ["out_of_memory", "schema_mismatch", "source_unreachable", "data_quality"]
 
 
 @pytest.mark.parametrize(("job", "run_id"), [("", "12; DROP TABLE x"), ("retail'; --", ""), ("", "abc")])
 def test_bad_target_is_refused(job, run_id):
     with pytest.raises(ParameterError):
-        jft.target(job, run_id)
+        jrt.target(job, run_id)
 
 
 def test_target():
-    assert jft.target("retail_ingestion", "") == "retail_ingestion"
-    assert jft.target("", "123") == "123"
-    assert jft.target("x", "manual") == "x"
+    assert jrt.target("retail_ingestion", "") == "retail_ingestion"
+    assert jrt.target("", "123") == "123"
+    assert jrt.target("x", "manual") == "x"
 
 
 def test_failed_job_triaged_and_repaired(demo_lakehouse, tmp_path):
@@ -53,7 +55,7 @@ def test_failed_job_triaged_and_repaired(demo_lakehouse, tmp_path):
     result = drills.run("failed_job")
     assert result.facts["state"] == "FAILED" and result.facts["failed_tasks"]
     # Triage as the library sees it.
-    t = jft.triage(connect("local"), str(result.facts["run_id"]))
+    t = jrt.triage(connect("local"), str(result.facts["run_id"]))
     assert t.category == "source_unreachable"
     assert set(t.failed_tasks) == set(result.facts["failed_tasks"])
     # Bad parameters stop the notebook before any change.
@@ -65,7 +67,7 @@ def test_failed_job_triaged_and_repaired(demo_lakehouse, tmp_path):
     text = run_notebook("job_failure_triage", tmp_path, **{**result.parameters, "dry_run": False})
     assert "DIAGNOSIS (source_unreachable)" in text
     assert "the fix held" in text
-    t = jft.triage(connect("local"), str(result.facts["run_id"]))
+    t = jrt.triage(connect("local"), str(result.facts["run_id"]))
     assert t.result_state == "SUCCESS" and not t.failed
     rows = audit_rows("job_failure_triage")
     assert "SUCCESS" in set(rows["outcome"])
@@ -326,7 +328,7 @@ def test_run_on_a_dag_run_fills_the_audit_row_and_concludes(tmp_path, monkeypatc
 
 def test_conclusion_of_a_databricks_run_without_a_failure():
     request = jft.TriageRequest("local", "", action="retry", dry_run=False)
-    t = jft.Triage(None, None, None, jft.task_frame({}), diagnosis="No failed run of any job among the recent runs: nothing to triage.")
+    t = jrt.Triage(None, None, None, jrt.task_frame({}), diagnosis="No failed run of any job among the recent runs: nothing to triage.")
     outcome = jft.TriageOutcome(request, t)
     assert outcome.conclusion() == [
         "DIAGNOSIS (none): No failed run of any job among the recent runs: nothing to triage.",

@@ -13,7 +13,8 @@ from pathlib import Path
 from tests.ops._helpers import ROOT
 
 QUERY = (
-    "from retail_lakehouse.databricks.workspace import connect, run_sql\n"
+    "from retail_lakehouse.databricks.workspace import connect\n"
+    "from retail_lakehouse.databricks.statements import run_sql\n"
     "print(int(run_sql(connect('local'), 'SELECT 41 + 1 AS x')['x'].iloc[0]))\n"
 )
 

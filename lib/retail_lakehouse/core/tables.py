@@ -301,3 +301,11 @@ def registry() -> Registry:
         if bronze:
             derived.append(quarantine_def(t, bronze))
     return Registry(tables + derived)
+
+
+def full_name(ref: str, env: str | Settings | None = None) -> str:
+    """The three-part name of a registry table in an environment (`silver.orders` ->
+    `retail_datalake.prod_silver.orders`); `env` is a name or loaded settings."""
+    settings = env if isinstance(env, Settings) else load_settings(env)
+    return registry().get(ref, settings=settings).full_name(settings)
+

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from retail_lakehouse.core.config import env_flag, load_settings
 from retail_lakehouse.core.errors import CredentialsError, JobFailedError, JobNotFoundError
-from retail_lakehouse.databricks.statements import run_sql, warehouse_id
+from retail_lakehouse.databricks.statements import run_sql
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -36,8 +36,7 @@ if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient
     from databricks.sdk.service.jobs import Run
 
-__all__ = ["billing_usage", "cluster_events", "connect", "get_run", "query_history", "run_job", "run_sql",
-           "warehouse_id"]
+__all__ = ["billing_usage", "cluster_events", "connect", "get_run", "query_history", "run_job"]
 
 _TERMINAL = {"TERMINATED", "SKIPPED", "INTERNAL_ERROR"}
 DEFAULT_IDLE_MINUTES = 20

@@ -34,8 +34,8 @@ class TableRef:
 
 
 def sql(w: WorkspaceClient, statement: str, params: dict[str, Any] | None = None, *, env: str) -> pd.DataFrame:
-    """`workspace.run_sql` with the environment's warehouse."""
-    from retail_lakehouse.databricks.workspace import run_sql
+    """`statements.run_sql` with the environment's warehouse."""
+    from retail_lakehouse.databricks.statements import run_sql
 
     return run_sql(w, statement, params, env=env)
 

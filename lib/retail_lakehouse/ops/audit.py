@@ -67,7 +67,7 @@ def _actor() -> str:
 
 def ensure_audit_table(w: WorkspaceClient, env: str | None = None) -> str:
     """Create the audit table if missing (DDL from the registry); return its full name."""
-    from retail_lakehouse.databricks.workspace import run_sql
+    from retail_lakehouse.databricks.statements import run_sql
 
     settings = load_settings(env)
     tdef = registry().get("ops_audit", layer="monitoring")
@@ -78,7 +78,7 @@ def ensure_audit_table(w: WorkspaceClient, env: str | None = None) -> str:
 
 def write_record(w: WorkspaceClient, record: AuditRecord) -> None:
     """Append one audit row through the workspace's SQL warehouse (values bound as parameters)."""
-    from retail_lakehouse.databricks.workspace import run_sql
+    from retail_lakehouse.databricks.statements import run_sql
 
     full = ensure_audit_table(w, record.env)
     params = {

@@ -94,7 +94,7 @@ ORDER BY u.usage_start_time
 
 def usage(w: WorkspaceClient, start: dt.date, end: dt.date, *, env: str) -> pd.DataFrame:
     """Usage records of the period with DBUs and list cost (one row per record)."""
-    from retail_lakehouse.databricks.workspace import run_sql
+    from retail_lakehouse.databricks.statements import run_sql
 
     frame = run_sql(w, USAGE_SQL, {"start_date": start, "end_date": end}, env=env)
     if len(frame):

@@ -211,7 +211,7 @@ def _input_sizes(w: WorkspaceClient, refs: list[str], env: str) -> pd.DataFrame:
 
     from retail_lakehouse.core.config import load_settings
     from retail_lakehouse.core.tables import registry
-    from retail_lakehouse.databricks.workspace import run_sql
+    from retail_lakehouse.databricks.statements import run_sql
 
     settings = load_settings(env)
     rows = []

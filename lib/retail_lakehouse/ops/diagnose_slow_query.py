@@ -48,7 +48,7 @@ _REWRITES = {"OPTIMIZE", "CREATE TABLE AS SELECT", "CREATE OR REPLACE TABLE AS S
 
 
 def _sql(w: WorkspaceClient, statement: str, params: dict[str, Any] | None = None, *, env: str) -> pd.DataFrame:
-    from retail_lakehouse.databricks.workspace import run_sql
+    from retail_lakehouse.databricks.statements import run_sql
 
     return run_sql(w, statement, params, env=env)
 

@@ -39,9 +39,9 @@ PROGRESS_COLUMNS = [
 def load_progress(w: WorkspaceClient, stream: str, *, env: str, limit: int = 500) -> pd.DataFrame:
     """The stream's latest progress rows (oldest first); empty when the table has none yet."""
     from retail_lakehouse.core.config import load_settings
-    from retail_lakehouse.core.errors import SqlError
+    from retail_lakehouse.core.errors import TableNotFoundError
     from retail_lakehouse.core.tables import registry
-    from retail_lakehouse.databricks.workspace import run_sql
+    from retail_lakehouse.databricks.statements import run_sql
 
     full = registry().get("stream_progress", layer="monitoring").full_name(load_settings(env))
     try:
@@ -51,12 +51,10 @@ def load_progress(w: WorkspaceClient, stream: str, *, env: str, limit: int = 500
             {"name": stream},
             env=env,
         )
-    except SqlError as exc:
-        if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
-            import pandas as pd
+    except TableNotFoundError:  # no stream has reported progress yet
+        import pandas as pd
 
-            return pd.DataFrame(columns=PROGRESS_COLUMNS)
-        raise
+        return pd.DataFrame(columns=PROGRESS_COLUMNS)
     return frame.sort_values(["timestamp", "batchId"], ignore_index=True)
 
 

@@ -20,14 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from retail_lakehouse.core.params import Param, Parameters
 from retail_lakehouse.ops import airflow_triage as at
-from retail_lakehouse.ops.failure_classifiers import CLASSIFIERS, Classification, classifier, classify
+from retail_lakehouse.ops.failure_classifiers import Classification, classify
 from retail_lakehouse.ops.job_run_triage import (
     RepairOutcome,
     Triage,
-    find_run,
     repair,
     target,
-    task_frame,
     triage,
 )
 
@@ -39,26 +37,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIONS",
-    "CLASSIFIERS",
     "PARAMETERS",
-    "Classification",
     "DagRunCause",
-    "RepairOutcome",
-    "Triage",
     "TriageOutcome",
     "TriageRequest",
-    "classifier",
-    "classify",
     "dag_run_audit",
     "dag_run_conclusion",
     "diagnose_dag_run",
-    "find_run",
     "make_request",
-    "repair",
     "run",
-    "target",
-    "task_frame",
-    "triage",
 ]
 
 ACTIONS = ("none", "retry")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from retail_lakehouse.core.config import load_settings
 from retail_lakehouse.core.params import Param, Parameters
-from retail_lakehouse.core.tables import TableDef, registry
+from retail_lakehouse.core.tables import TableDef, full_name, registry
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,24 +29,19 @@ ACTIONS = ("none", "rerun")
 PARAMETERS = Parameters(table="table", date="optional_date", action=Param("choice", choices=ACTIONS))
 
 
-def _full(ref: str, env: str) -> str:
-    return registry().get(ref).full_name(load_settings(env))
 
 
 def _sql(w: WorkspaceClient, statement: str, params: dict[str, Any] | None, env: str) -> pd.DataFrame:
     """run_sql, with a missing table answered as an empty frame (a fresh lakehouse has none yet)."""
     import pandas as pd
 
-    from retail_lakehouse.core.errors import SqlError
-    from retail_lakehouse.databricks.workspace import run_sql
+    from retail_lakehouse.core.errors import TableNotFoundError
+    from retail_lakehouse.databricks.statements import run_sql
 
     try:
         return run_sql(w, statement, params, env=env)
-    except SqlError as exc:
-        text = str(exc).lower()
-        if "not found" in text or "does not exist" in text:
-            return pd.DataFrame()
-        raise
+    except TableNotFoundError:  # no metrics recorded yet
+        return pd.DataFrame()
 
 
 def summarize_checks(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -128,7 +123,7 @@ def triage(w: WorkspaceClient, table: TableDef, day: dt.date | None, *, env: str
 
     settings = load_settings(env)
     full = table.full_name(settings)
-    metrics_table = _full("monitoring.quality_metrics", env)
+    metrics_table = full_name("monitoring.quality_metrics", env)
     if day is None:
         last = _sql(w, f"SELECT MAX(check_timestamp) AS last FROM {metrics_table} WHERE table_name = :t", {"t": full}, env)
         value = last["last"].iloc[0] if len(last) else None
@@ -157,7 +152,7 @@ def triage(w: WorkspaceClient, table: TableDef, day: dt.date | None, *, env: str
     # Upstream: the latest transformation run of the table at or before the day's last check.
     recon = _sql(
         w,
-        f"SELECT * FROM {_full('monitoring.reconciliation', env)} WHERE table_name = :t "
+        f"SELECT * FROM {full_name('monitoring.reconciliation', env)} WHERE table_name = :t "
         "AND CAST(processed_at AS DATE) <= :d ORDER BY processed_at DESC LIMIT 5",
         {"t": full, "d": day},
         env,
@@ -171,7 +166,7 @@ def triage(w: WorkspaceClient, table: TableDef, day: dt.date | None, *, env: str
         runs = _sql(
             w,
             f"SELECT run_id, job_name, task_key, attempt, state, start_time, end_time, error_class "
-            f"FROM {_full('monitoring.job_runs', env)} WHERE run_id = :r ORDER BY start_time",
+            f"FROM {full_name('monitoring.job_runs', env)} WHERE run_id = :r ORDER BY start_time",
             {"r": upstream_run},
             env,
         )
@@ -236,9 +231,9 @@ def rerun(w: WorkspaceClient, table: TableDef, *, env: str, dry_run: bool, busin
     full = table.full_name(load_settings(env))
     latest = _sql(
         w,
-        f"SELECT * FROM {_full('monitoring.quality_metrics', env)} WHERE table_name = :t "
+        f"SELECT * FROM {full_name('monitoring.quality_metrics', env)} WHERE table_name = :t "
         f"AND check_timestamp >= (SELECT MAX(check_timestamp) - INTERVAL 10 MINUTES FROM "
-        f"{_full('monitoring.quality_metrics', env)} WHERE table_name = :t)",
+        f"{full_name('monitoring.quality_metrics', env)} WHERE table_name = :t)",
         {"t": full},
         env,
     )

@@ -18,7 +18,7 @@ import pandas as pd
 
 from retail_lakehouse.core.errors import LakehouseError, ParameterError
 from retail_lakehouse.core.params import Param, Parameters
-from retail_lakehouse.core.tables import registry
+from retail_lakehouse.core.tables import full_name, registry
 from retail_lakehouse.ops import _delta
 from retail_lakehouse.ops._delta import TableRef
 from retail_lakehouse.ops._outcome import Outcome
@@ -69,7 +69,7 @@ class RebuildPlan:
     def reset(self) -> str:
         """The watermark reset statement (values bound as parameters)."""
         where = " AND ".join(f"{k} = :{k}" for k in self.watermark_filter)
-        return f"DELETE FROM {_full(WATERMARKS, self.ref.env)} WHERE {where}"
+        return f"DELETE FROM {full_name(WATERMARKS, self.ref.env)} WHERE {where}"
 
     @property
     def actions(self) -> list[str]:
@@ -97,8 +97,6 @@ class RebuildOutcome(Outcome):
     run_id: int | None = None
 
 
-def _full(ref: str, env: str) -> str:
-    return TableRef.of(registry().get(ref), env).full
 
 
 def watermark_filter(tdef: TableDef) -> dict[str, str]:
@@ -150,8 +148,8 @@ def expected_sql(tdef: TableDef, env: str) -> str | None:
     from retail_lakehouse.pipeline.silver import SILVER_TABLES, rule_set
 
     if tdef.layer == "silver" and tdef.name in SILVER_TABLES:
-        bronze = _full(rule_set(tdef.name).source, env)
-        quarantine = _full(f"silver.{tdef.name}_quarantine", env)
+        bronze = full_name(rule_set(tdef.name).source, env)
+        quarantine = full_name(f"silver.{tdef.name}_quarantine", env)
         keys = ", ".join(f"b.`{k}`" for k in tdef.keys)
         match = " AND ".join(f"q.`{k}` = b.`{k}`" for k in tdef.keys)
         return (f"SELECT count(DISTINCT {keys}) AS n FROM {bronze} b "
@@ -160,7 +158,7 @@ def expected_sql(tdef: TableDef, env: str) -> str | None:
     if template is None:
         return None
     for ref in ("silver.order_items", "silver.orders", "gold.fact_sales"):
-        template = template.replace("{" + ref + "}", _full(ref, env))
+        template = template.replace("{" + ref + "}", full_name(ref, env))
     return template
 
 
@@ -179,7 +177,7 @@ def plan(w: WorkspaceClient, tdef: TableDef, *, env: str) -> RebuildPlan:
     missing = not _delta.exists(w, ref)
     rows_now = None if missing else _delta.count(w, ref)
     where = " AND ".join(f"{k} = :{k}" for k in wm_filter)
-    wm_full = _full(WATERMARKS, env)
+    wm_full = full_name(WATERMARKS, env)
     wm_ref = TableRef.of(registry().get(WATERMARKS), env)
     watermarks = (_delta.sql(w, f"SELECT * FROM {wm_full} WHERE {where} ORDER BY source", wm_filter, env=env)
                   if _delta.exists(w, wm_ref) else pd.DataFrame())

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from retail_lakehouse.core.config import Settings, load_settings
 from retail_lakehouse.core.errors import ParameterError
+from retail_lakehouse.core.tables import full_name
 from retail_lakehouse.engine import spark_functions
 from retail_lakehouse.pipeline.gold_frames import (
     CALENDAR,
@@ -159,10 +160,6 @@ def _since(df: DataFrame, watermark: str | None, column: str = "_processed_at") 
     return df if watermark is None else df.filter(spark_functions().col(column) > timestamp_literal(watermark))
 
 
-def _full(ref: str, settings: Settings) -> str:
-    from retail_lakehouse.core.tables import registry
-
-    return registry().get(ref, settings=settings).full_name(settings)
 
 
 def _partition_filter(keys: Sequence[int]) -> str:
@@ -210,7 +207,7 @@ def build_dim_date(run_id: str, *, env: str | None = None) -> BuildResult:
 
     F = spark_functions()
     settings = load_settings(env)
-    full = _full("gold.dim_date", settings)
+    full = full_name("gold.dim_date", settings)
     frame = dim_date_frame(engine.get_spark(settings.env))
     expected = (
         (CALENDAR[1] - CALENDAR[0]).days + 1,
@@ -243,7 +240,7 @@ def build_dim_customer(run_id: str, *, env: str | None = None) -> BuildResult:
     from retail_lakehouse.engine.watermarks import get_watermark, set_watermark
 
     settings = load_settings(env)
-    full = _full("gold.dim_customer", settings)
+    full = full_name("gold.dim_customer", settings)
     pipeline, source = _pipeline("dim_customer"), "silver.customers"
     watermark = get_watermark(pipeline, source, env=settings.env)
     incoming = _since(_read(source, settings), watermark)
@@ -320,7 +317,7 @@ def _build_scd1(
 
     F = spark_functions()
     settings = load_settings(env)
-    full = _full(f"gold.{table}", settings)
+    full = full_name(f"gold.{table}", settings)
     pipeline = _pipeline(table)
     watermark = get_watermark(pipeline, source, env=settings.env)
     incoming = _since(_read(source, settings), watermark)
@@ -436,7 +433,7 @@ def build_fact_sales(
     from retail_lakehouse.engine.watermarks import get_watermarks, set_watermarks
 
     settings = load_settings(env)
-    full = _full("gold.fact_sales", settings)
+    full = full_name("gold.fact_sales", settings)
     pipeline = _pipeline("fact_sales")
     sources = ("silver.order_items", "silver.orders", "silver.customers")
     items = _read("silver.order_items", settings)
@@ -522,7 +519,7 @@ def build_agg_daily_sales(
 
     F = spark_functions()
     settings = load_settings(env)
-    full = _full("gold.agg_daily_sales", settings)
+    full = full_name("gold.agg_daily_sales", settings)
     fact = _read("gold.fact_sales", settings)
     if start_date is not None or end_date is not None:
         start, end = _date_range(start_date, end_date)

@@ -13,7 +13,7 @@ QUERIES = 3
 def small_files_slow_query() -> DrillResult:
     """Rewrite silver.orders (same rows) with many write tasks, then run filtered queries through the warehouse."""
     from retail_lakehouse import engine
-    from retail_lakehouse.databricks import workspace
+    from retail_lakehouse.databricks import statements, workspace
     from retail_lakehouse.engine import writes
     from retail_lakehouse.sandbox.drills import _local
 
@@ -24,13 +24,13 @@ def small_files_slow_query() -> DrillResult:
     frame = spark.createDataFrame(spark.table(full).toArrow()).repartition(TASKS)
     writes.write_table(frame, ref, mode="overwrite", env="local")
     w = workspace.connect("local")
-    customers = workspace.run_sql(w, f"SELECT customer_id FROM {full} WHERE customer_id IS NOT NULL LIMIT {QUERIES}")
+    customers = statements.run_sql(w, f"SELECT customer_id FROM {full} WHERE customer_id IS NOT NULL LIMIT {QUERIES}")
     query_ids = []
     for cid in customers["customer_id"]:
-        workspace.run_sql(w, f"SELECT order_id, total_amount FROM {full} WHERE customer_id = {int(cid)}")
+        statements.run_sql(w, f"SELECT order_id, total_amount FROM {full} WHERE customer_id = {int(cid)}")
     history = workspace.query_history(w, max_results=QUERIES)
     query_ids = [q for q, t in zip(history["query_id"], history["query_text"], strict=False) if "customer_id =" in str(t)]
-    detail = workspace.run_sql(w, f"DESCRIBE DETAIL {full}").iloc[0]
+    detail = statements.run_sql(w, f"DESCRIBE DETAIL {full}").iloc[0]
     return DrillResult(
         name="small_files_slow_query",
         notebook="diagnose_slow_query",
