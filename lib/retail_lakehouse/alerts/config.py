@@ -222,26 +222,31 @@ def _destination(problems: list[str], name: str, raw: Any, env: str) -> Destinat
         )
     options = {k: v for k, v in raw.items() if k in _PLAIN[kind]}
     if kind == "email":
-        to = options.get("to")
-        if isinstance(to, str):
-            options["to"] = to = [to]
-        if not isinstance(to, list) or not to or not all(isinstance(x, str) and "@" in x for x in to):
-            problems.append(f"{where}.to: {to!r} is not a list of e-mail addresses")
-        if not isinstance(options.get("sender"), str) or "@" not in options.get("sender", ""):
-            problems.append(f"{where}.sender: {options.get('sender')!r} is not an e-mail address")
-        if not local_receiver and not isinstance(options.get("host"), str):
-            problems.append(f"{where}.host: the SMTP server's host name is missing")
-        port = options.get("port", 0 if local_receiver else 587)
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            problems.append(f"{where}.port: {port!r} is not a port number")
-        for flag in ("starttls", "ssl"):
-            if not isinstance(options.get(flag, False), bool):
-                problems.append(f"{where}.{flag}: {options[flag]!r} is not true or false")
+        _check_email(problems, where, options, local_receiver)
     if kind == "pagerduty" and not isinstance(options.get("events_url", PAGERDUTY_EVENTS_URL), str):
         problems.append(f"{where}.events_url: {options['events_url']!r} is not a URL")
     if kind == "webhook" and not isinstance(options.get("headers", {}), dict):
         problems.append(f"{where}.headers: {options['headers']!r} is not a mapping")
     return Destination(name=name, type=kind, secrets=secrets, options=options, local_receiver=local_receiver)
+
+
+def _check_email(problems: list[str], where: str, options: dict[str, Any], local_receiver: bool) -> None:
+    """Problems of an SMTP destination's settings (`to` given as one address becomes a list)."""
+    to = options.get("to")
+    if isinstance(to, str):
+        options["to"] = to = [to]
+    if not isinstance(to, list) or not to or not all(isinstance(x, str) and "@" in x for x in to):
+        problems.append(f"{where}.to: {to!r} is not a list of e-mail addresses")
+    if not isinstance(options.get("sender"), str) or "@" not in options.get("sender", ""):
+        problems.append(f"{where}.sender: {options.get('sender')!r} is not an e-mail address")
+    if not local_receiver and not isinstance(options.get("host"), str):
+        problems.append(f"{where}.host: the SMTP server's host name is missing")
+    port = options.get("port", 0 if local_receiver else 587)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        problems.append(f"{where}.port: {port!r} is not a port number")
+    for flag in ("starttls", "ssl"):
+        if not isinstance(options.get(flag, False), bool):
+            problems.append(f"{where}.{flag}: {options[flag]!r} is not true or false")
 
 
 def _routes(problems: list[str], raw: Any, destinations: dict[str, Any]) -> tuple[Route, ...]:

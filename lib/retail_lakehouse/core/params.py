@@ -111,6 +111,18 @@ def param(
         raise ParameterError(name, f"{raw!r} is not a valid {kind}: {exc}") from None
 
 
+@dataclass(frozen=True)
+class _Spec:
+    """What a parameter's value is checked against (the options of `param`)."""
+
+    name: str
+    choices: Sequence[str] | None
+    layer: str | None
+    minimum: float | None
+    maximum: float | None
+    required: bool
+
+
 def _convert(
     name: str,
     raw: Any,
@@ -121,71 +133,106 @@ def _convert(
     maximum: float | None,
     required: bool,
 ) -> Any:
-    if kind == "str":
-        text = "" if raw is None else str(raw)
-        if required and not text.strip():
-            raise ParameterError(name, "must not be empty")
-        return text
-    if kind in ("int", "float"):
-        if isinstance(raw, bool) or raw is None or (isinstance(raw, str) and not raw.strip()):
-            raise ParameterError(name, f"{raw!r} is not a number")
-        number = int(str(raw).strip()) if kind == "int" else float(raw)
-        if minimum is not None and number < minimum:
-            raise ParameterError(name, f"{number} is below the minimum {minimum}")
-        if maximum is not None and number > maximum:
-            raise ParameterError(name, f"{number} is above the maximum {maximum}")
-        return number
-    if kind == "bool":
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise ParameterError(name, f"{raw!r} is not a boolean; use true or false")
-    if kind in ("date", "optional_date"):
-        if raw is None or (isinstance(raw, str) and not raw.strip()):
-            if kind == "optional_date":
-                return None
-            raise ParameterError(name, "a date is required, as YYYY-MM-DD")
-        if isinstance(raw, dt.datetime):
-            return raw.date()
-        if isinstance(raw, dt.date):
-            return raw
-        try:
-            return dt.date.fromisoformat(str(raw).strip())
-        except ValueError:
-            raise ParameterError(name, f"{raw!r} is not a date; use YYYY-MM-DD, e.g. 2024-01-31") from None
-    if kind == "identifier":
-        text = str(raw or "").strip()
-        if not text and not required:
-            return ""
-        if not _IDENT.match(text):
-            raise ParameterError(name, f"{raw!r} is not an identifier (letters, digits, underscore)")
-        return text
-    if kind == "table":
-        from retail_lakehouse.core.tables import registry
+    converter = _CONVERTERS.get(kind)
+    if converter is None:
+        raise ParameterError(name, f"unknown parameter kind {kind!r}; known: {', '.join(sorted(_CONVERTERS))}")
+    return converter(raw, _Spec(name, choices, layer, minimum, maximum, required), kind)
 
-        try:
-            return registry().get(str(raw or ""), layer=layer)
-        except TableNotFoundError as exc:
-            raise ParameterError(name, str(exc)) from None
-    if kind in ("choice", "env"):
-        allowed = list(ENVIRONMENTS) if kind == "env" else list(choices or [])
-        text = str(raw).strip()
-        if text not in allowed:
-            raise ParameterError(name, f"{raw!r} is not allowed; use one of {', '.join(allowed)}")
-        return text
-    if kind == "list":
-        items = list(raw) if isinstance(raw, list | tuple) else [p.strip() for p in str(raw or "").split(",")]
-        items = [str(i).strip() for i in items if str(i).strip()]
-        if choices is not None:
-            unknown = [i for i in items if i not in choices]
-            if unknown:
-                raise ParameterError(name, f"{unknown} not allowed; use some of {', '.join(choices)}")
-        return items
-    raise ParameterError(name, f"unknown parameter kind {kind!r}")
+
+def _to_str(raw: Any, spec: _Spec, kind: str) -> str:
+    text = "" if raw is None else str(raw)
+    if spec.required and not text.strip():
+        raise ParameterError(spec.name, "must not be empty")
+    return text
+
+
+def _to_number(raw: Any, spec: _Spec, kind: str) -> float:
+    if isinstance(raw, bool) or raw is None or (isinstance(raw, str) and not raw.strip()):
+        raise ParameterError(spec.name, f"{raw!r} is not a number")
+    number = int(str(raw).strip()) if kind == "int" else float(raw)
+    if spec.minimum is not None and number < spec.minimum:
+        raise ParameterError(spec.name, f"{number} is below the minimum {spec.minimum}")
+    if spec.maximum is not None and number > spec.maximum:
+        raise ParameterError(spec.name, f"{number} is above the maximum {spec.maximum}")
+    return number
+
+
+def _to_bool(raw: Any, spec: _Spec, kind: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ParameterError(spec.name, f"{raw!r} is not a boolean; use true or false")
+
+
+def _to_date(raw: Any, spec: _Spec, kind: str) -> dt.date | None:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        if kind == "optional_date":
+            return None
+        raise ParameterError(spec.name, "a date is required, as YYYY-MM-DD")
+    if isinstance(raw, dt.datetime):
+        return raw.date()
+    if isinstance(raw, dt.date):
+        return raw
+    try:
+        return dt.date.fromisoformat(str(raw).strip())
+    except ValueError:
+        raise ParameterError(spec.name, f"{raw!r} is not a date; use YYYY-MM-DD, e.g. 2024-01-31") from None
+
+
+def _to_identifier(raw: Any, spec: _Spec, kind: str) -> str:
+    text = str(raw or "").strip()
+    if not text and not spec.required:
+        return ""
+    if not _IDENT.match(text):
+        raise ParameterError(spec.name, f"{raw!r} is not an identifier (letters, digits, underscore)")
+    return text
+
+
+def _to_table(raw: Any, spec: _Spec, kind: str) -> Any:
+    from retail_lakehouse.core.tables import registry
+
+    try:
+        return registry().get(str(raw or ""), layer=spec.layer)
+    except TableNotFoundError as exc:
+        raise ParameterError(spec.name, str(exc)) from None
+
+
+def _to_choice(raw: Any, spec: _Spec, kind: str) -> str:
+    allowed = list(ENVIRONMENTS) if kind == "env" else list(spec.choices or [])
+    text = str(raw).strip()
+    if text not in allowed:
+        raise ParameterError(spec.name, f"{raw!r} is not allowed; use one of {', '.join(allowed)}")
+    return text
+
+
+def _to_list(raw: Any, spec: _Spec, kind: str) -> list[str]:
+    items = list(raw) if isinstance(raw, list | tuple) else [p.strip() for p in str(raw or "").split(",")]
+    items = [str(i).strip() for i in items if str(i).strip()]
+    if spec.choices is not None:
+        unknown = [i for i in items if i not in spec.choices]
+        if unknown:
+            raise ParameterError(spec.name, f"{unknown} not allowed; use some of {', '.join(spec.choices)}")
+    return items
+
+
+# Parameter kind -> converter (value, options, kind) -> the typed value, or ParameterError.
+_CONVERTERS: dict[str, Callable[[Any, _Spec, str], Any]] = {
+    "str": _to_str,
+    "int": _to_number,
+    "float": _to_number,
+    "bool": _to_bool,
+    "date": _to_date,
+    "optional_date": _to_date,
+    "identifier": _to_identifier,
+    "table": _to_table,
+    "choice": _to_choice,
+    "env": _to_choice,
+    "list": _to_list,
+}
 
 
 def date_range(start: dt.date | None, end: dt.date | None, *, name: str = "end_date") -> None:
