@@ -33,7 +33,8 @@ def test_notebook_is_clean_and_parameterized(path, caplog):
         assert spec["help"], f"parameter {name} needs a comment saying what it is"
         assert spec["inferred_type_name"] != "None", f"parameter {name} needs a type annotation"
     source = "\n".join(c.source for c in code)
-    assert "retail_lakehouse" in source and "param(" in source, "notebooks wire parameters to the library"
+    wired = "param(" in source.replace("# each parameter above through param()", "") or ".PARAMETERS.read(" in source
+    assert "retail_lakehouse" in source and wired, "notebooks wire parameters to the library (param or PARAMETERS)"
     assert str(ROOT) not in "".join(c.source for c in nb.cells), "no absolute paths of this machine"
 
 
