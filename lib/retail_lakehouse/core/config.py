@@ -24,6 +24,23 @@ def params_dir() -> Path:
     return Path(os.environ.get("LAKEHOUSE_PARAMS_DIR", PROJECT_ROOT / "params"))
 
 
+LIBRARY_DIR = Path(__file__).resolve().parent.parent
+
+
+def library_files(suffixes: tuple[str, ...] = (".py",)) -> list[Path]:
+    """The library's source files with these suffixes (caches left out)."""
+    return [p for p in LIBRARY_DIR.rglob("*") if p.suffix in suffixes and "__pycache__" not in p.parts]
+
+
+def files_stamp(files: list[Path], *extra: str) -> str:
+    """A short key that changes when a file of `files` is added, removed or modified (newest mtime and
+    count; cheap enough to take on every call), mixed with `extra` strings."""
+    import hashlib
+
+    newest = max((p.stat().st_mtime_ns for p in files if p.is_file()), default=0)
+    return hashlib.sha1("|".join([str(newest), str(len(files)), *extra]).encode()).hexdigest()[:16]
+
+
 def env_flag(name: str, default: bool = True) -> bool:
     """An on/off switch from the environment: `0`, `false`, `no`, `off` (any case) are off; `1`,
     `true`, `yes`, `on` are on; unset or empty is `default`."""

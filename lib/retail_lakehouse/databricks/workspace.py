@@ -154,16 +154,10 @@ def _live_server(timeout: float = 5.0) -> _Live | None:
 
 def _code_stamp() -> str:
     """Changes when the code or configuration an auto-started server loaded changes."""
-    import hashlib
+    from retail_lakehouse.core.config import PROJECT_ROOT, files_stamp, library_files, params_dir
 
-    from retail_lakehouse.core.config import PROJECT_ROOT, params_dir
-
-    package = Path(__file__).parent.parent  # the whole library
-    files = [p for p in package.rglob("*") if p.suffix in (".py", ".yaml")]
-    files += [PROJECT_ROOT / "databricks.yml", *params_dir().glob("*.yaml")]
-    newest = max((p.stat().st_mtime_ns for p in files if p.is_file()), default=0)
-    key = f"{newest}|{len(files)}|{params_dir()}|{sys.executable}"
-    return hashlib.sha1(key.encode()).hexdigest()[:16]
+    files = [*library_files((".py", ".yaml")), PROJECT_ROOT / "databricks.yml", *params_dir().glob("*.yaml")]
+    return files_stamp(files, str(params_dir()), sys.executable)
 
 
 def _outdated(live: _Live) -> bool:

@@ -43,7 +43,7 @@ from typing import Any
 from jupyter_client.provisioning import LocalProvisioner
 from traitlets import List, Unicode
 
-from retail_lakehouse.core.config import env_flag
+from retail_lakehouse.core.config import env_flag, files_stamp, library_files
 from retail_lakehouse.core.errors import KernelError
 
 __all__ = ["ForkProvisioner", "ZygoteError", "enabled", "running_servers", "spawn", "stop_servers"]
@@ -107,11 +107,8 @@ def _socket_dir() -> Path:
 
 def _code_stamp(python: str) -> tuple[str, str]:
     """(python key, code key): a server serves one interpreter and one version of the library."""
-    package = Path(__file__).parent.parent  # the whole library
-    files = list(package.rglob("*.py"))
-    newest = max((p.stat().st_mtime_ns for p in files), default=0)
     py = hashlib.sha1(os.path.realpath(python).encode() + python.encode()).hexdigest()[:10]
-    return py, hashlib.sha1(f"{py}|{newest}|{len(files)}".encode()).hexdigest()[:10]
+    return py, files_stamp(library_files(), py)[:10]
 
 
 def _paths(python: str) -> tuple[Path, str]:
