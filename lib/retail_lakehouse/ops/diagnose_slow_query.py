@@ -16,6 +16,7 @@ Each recommendation carries the evidence behind it; cluster size comes from the 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,9 +32,12 @@ if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient
 
 __all__ = [
+    "BROADCAST_RAISE_MAX_BYTES",
+    "BROADCAST_THRESHOLD_BYTES",
     "PARAMETERS",
     "SMALL_FILE_BYTES",
     "SlowQueryDiagnosis",
+    "broadcast_advice",
     "diagnose",
     "file_size_summary",
     "filter_columns",
@@ -43,6 +47,11 @@ __all__ = [
 ]
 
 SMALL_FILE_BYTES = 32 * 1024 * 1024  # a file under 32 MB is "small" (Databricks targets 128 MB - 1 GB)
+# Spark's `spark.sql.autoBroadcastJoinThreshold` default: 10 MB. A broadcast table is collected to the
+# driver and copied whole into every executor, so a table over a few hundred MB is never broadcast
+# (a 10 GB broadcast kills executors); raising the threshold beyond BROADCAST_RAISE_MAX_BYTES is not advised.
+BROADCAST_THRESHOLD_BYTES = 10 * 1024 * 1024
+BROADCAST_RAISE_MAX_BYTES = 256 * 1024 * 1024
 _REWRITES = {"OPTIMIZE", "CREATE TABLE AS SELECT", "CREATE OR REPLACE TABLE AS SELECT", "REPLACE TABLE AS SELECT",
              "RESTORE"}
 
@@ -161,17 +170,20 @@ def recommend(
     size = int(detail.get("sizeInBytes") or 0)
     n = int(detail.get("numFiles") or 0)
     candidates = [c for c in filters if c not in partition_by]
+    zorder_said = False  # Z-order is advised once: in the OPTIMIZE statement, else on its own
     if files["files"] and (files["small_file_ratio"] >= 0.5 and files["files"] >= 16):
         zorder = candidates[:2] or zorder_by
+        zorder_said = bool(zorder)
         clause = f" ZORDER BY ({', '.join(zorder)})" if zorder else ""
+        why = ("; queries filter on " + ", ".join(f"{c} x{filters[c]}" for c in candidates[:3])) if candidates else ""
         recs.append((
             10 + files["small_file_ratio"] * 10,
             f"OPTIMIZE {table}{clause} to compact small files (then keep delta.autoOptimize.optimizeWrite on).",
             f"{files['small_files']} of {files['files']} files are under 32 MB "
             f"(ratio {files['small_file_ratio']:.0%}, median {files['median_bytes'] / 1024:.0f} KB); "
-            f"{writes_since_optimize} writes since the last OPTIMIZE",
+            f"{writes_since_optimize} writes since the last OPTIMIZE{why}",
         ))
-    if candidates and set(candidates[:2]) - set(zorder_by):
+    if not zorder_said and candidates and set(candidates[:2]) - set(zorder_by):
         recs.append((
             8 + min(filters[candidates[0]], 10) / 2,
             f"Z-order by {', '.join(candidates[:2])} (OPTIMIZE ... ZORDER BY) so filters skip files.",
@@ -184,21 +196,17 @@ def recommend(
     if partition_by and skew.get("skew_ratio") and skew["skew_ratio"] >= 5:
         recs.append((
             6 + min(skew["skew_ratio"], 20) / 5,
-            "Partitions are skewed: enable AQE skew handling (spark.sql.adaptive.skewJoin.enabled) and Z-order "
-            "inside the large partitions, or repartition by a finer key.",
+            "Partitions are skewed: enable AQE skew handling (spark.sql.adaptive.skewJoin.enabled), "
+            "or repartition by a finer key.",
             f"largest partition {skew['max_rows']} rows vs median {skew['median_rows']} "
             f"({skew['skew_ratio']}x) over {skew['partitions']} partitions",
         ))
     if partition_by and n and skew.get("partitions") and skew["partitions"] > 1000:
         recs.append((5, f"Over-partitioned: {skew['partitions']} partitions of {partition_by}; partition coarser.",
                      f"{n} files, {skew['partitions']} partition values"))
-    if size and size < 10 * 1024 * 1024 * 1024:
-        recs.append((
-            3,
-            f"When {table} is the small side of a join, broadcast it (/*+ BROADCAST */ or "
-            "spark.sql.autoBroadcastJoinThreshold above its size).",
-            f"{size / 1e6:.1f} MB on disk, under the 10 GB broadcast-worthy limit",
-        ))
+    broadcast = broadcast_advice(table, size)
+    if broadcast:
+        recs.append((3, *broadcast))
     fit = cluster_sizing.size_for(size)
     recs.append((
         1 + (2 if slow_queries else 0),
@@ -210,6 +218,35 @@ def recommend(
         [{"rank": i + 1, "recommendation": r, "evidence": e} for i, (_, r, e) in enumerate(recs)],
         columns=["rank", "recommendation", "evidence"],
     )
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1024 / 1024:.1f} MB"
+
+
+def broadcast_advice(table: str, size: int) -> tuple[str, str] | None:
+    """Broadcast-join advice for a table of `size` bytes on disk, with its evidence (None: do not broadcast).
+
+    Spark broadcasts the small side of a join on its own when it is under
+    `spark.sql.autoBroadcastJoinThreshold` (BROADCAST_THRESHOLD_BYTES, 10 MB by default). A table up to
+    BROADCAST_RAISE_MAX_BYTES may be broadcast with a hint or a modestly raised threshold; a larger one is
+    not broadcast (it is held whole by the driver and every executor).
+    """
+    limit = _mb(BROADCAST_THRESHOLD_BYTES)
+    if not size or size > BROADCAST_RAISE_MAX_BYTES:
+        return None
+    if size <= BROADCAST_THRESHOLD_BYTES:
+        return (f"When {table} is the small side of a join, Spark broadcasts it already "
+                f"(spark.sql.autoBroadcastJoinThreshold, {limit} by default); if the plan still shows a "
+                "sort-merge join, hint /*+ BROADCAST */.",
+                f"{_mb(size)} on disk, under the {limit} default broadcast threshold ({BROADCAST_THRESHOLD_BYTES} bytes)")
+    wanted = min(BROADCAST_RAISE_MAX_BYTES, 2 ** math.ceil(math.log2(size)))
+    return (f"When {table} is the small side of a join, it is over the {limit} default broadcast threshold: "
+            f"hint /*+ BROADCAST */ or raise spark.sql.autoBroadcastJoinThreshold modestly, to {_mb(wanted)} "
+            f"(never beyond {_mb(BROADCAST_RAISE_MAX_BYTES)}), and only if driver and executor memory hold "
+            "several times the table (it is decompressed and copied to every executor).",
+            f"{_mb(size)} on disk, over the {limit} default threshold ({BROADCAST_THRESHOLD_BYTES} bytes) and "
+            f"under {_mb(BROADCAST_RAISE_MAX_BYTES)}")
 
 
 # ----------------------------------------------------------------------------- I/O
@@ -371,8 +408,7 @@ def diagnose(w: WorkspaceClient, tdef: TableDef, queries: pd.DataFrame, *, env: 
         cause = "small_files"
         diagnosis = (f"{full} is slow to read because it is made of many small files: {files['small_files']} of "
                      f"{files['files']} files under 32 MB (median {files['median_bytes'] / 1024:.0f} KB). "
-                     f"Compact it with OPTIMIZE" + (f" and Z-order by {', '.join(list(filters)[:2])}" if filters else "")
-                     + ".")
+                     "Compact it with recommendation 1.")
     elif top.startswith("Z-order"):
         cause = "missing_zorder"
         diagnosis = f"{full}: queries filter on {', '.join(list(filters)[:2])}, which neither partitioning nor Z-order covers."

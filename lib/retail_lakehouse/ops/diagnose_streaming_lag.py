@@ -21,7 +21,25 @@ if TYPE_CHECKING:
     import pandas as pd
     from databricks.sdk import WorkspaceClient
 
-__all__ = ["PARAMETERS", "LagDiagnosis", "analyze", "checkpoint_health", "diagnose", "load_progress", "recommend"]
+__all__ = [
+    "CATCH_UP_TRIGGERS",
+    "MAX_FILES_PER_TRIGGER_CAP",
+    "PARAMETERS",
+    "LagDiagnosis",
+    "analyze",
+    "checkpoint_health",
+    "diagnose",
+    "load_progress",
+    "max_files_to_catch_up",
+    "rates",
+    "recommend",
+]
+
+# The rule for maxFilesPerTrigger (the troubleshooting chapter states it with these numbers): enough
+# files per trigger to take what arrives per trigger plus the peak backlog spread over CATCH_UP_TRIGGERS
+# triggers; at least one more than today, at most Auto Loader's default (cloudFiles.maxFilesPerTrigger).
+CATCH_UP_TRIGGERS = 3
+MAX_FILES_PER_TRIGGER_CAP = 1000
 
 # The notebook's parameters beyond their annotations (see core.params).
 PARAMETERS = Parameters(
@@ -134,6 +152,46 @@ def analyze(progress: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def rates(progress: pd.DataFrame) -> pd.DataFrame:
+    """Rows arriving and rows processed per second of each batch, over the same window (pure).
+
+    The window is the batch's trigger interval: a batch processed `numInputRows` rows in it, and
+    `numInputRows` plus the growth of the rows behind (`numRowsBehind`, counted after the batch) arrived
+    in it. The first batch of each run has no previous count to grow from, so only its processed rate
+    is known. A lagging stream shows arrivals above processing, as the verdict says.
+    """
+    import pandas as pd
+
+    p = progress.reset_index(drop=True)
+    window_s = (p["triggerInterval"].astype(float) / 1000).clip(lower=1.0)
+    taken = p["numInputRows"].astype(float).fillna(0)
+    behind = p["numRowsBehind"].astype(float).fillna(0)
+    grown = behind - behind.groupby(p["runId"], sort=False).shift(1)
+    return pd.DataFrame({
+        "batch": range(len(p)),
+        "runId": p["runId"],
+        "arriving_rows_per_s": ((taken + grown) / window_s).clip(lower=0).round(3),
+        "processed_rows_per_s": (taken / window_s).round(3),
+    })
+
+
+def max_files_to_catch_up(current: int, peak_backlog: int, growth_per_batch: float = 0.0) -> int:
+    """maxFilesPerTrigger that drains a backlog of `peak_backlog` files within CATCH_UP_TRIGGERS triggers.
+
+    A capped stream takes `current` files per trigger while about `current + growth_per_batch` arrive;
+    the new cap takes those arrivals plus the peak backlog spread over CATCH_UP_TRIGGERS triggers,
+    bounded by `current + 1` below and MAX_FILES_PER_TRIGGER_CAP above.
+
+    Args:
+        current: today's maxFilesPerTrigger (files a batch takes at most).
+        peak_backlog: files outstanding at the peak.
+        growth_per_batch: how much the backlog grew per batch (negative counts as 0).
+    """
+    arriving = current + max(0.0, growth_per_batch)
+    wanted = math.ceil(arriving + peak_backlog / CATCH_UP_TRIGGERS)
+    return max(current + 1, min(MAX_FILES_PER_TRIGGER_CAP, wanted))
+
+
 def recommend(measures: dict[str, Any], *, max_files_per_trigger: int | None) -> pd.DataFrame:
     """Ranked recommendations with their evidence (pure; sized from the measures)."""
     import pandas as pd
@@ -148,10 +206,12 @@ def recommend(measures: dict[str, Any], *, max_files_per_trigger: int | None) ->
     if measures["lagging"] and peak > 0 and over <= batches / 2:
         # Capacity is there (batches finish within the trigger): let each batch take more files.
         current = max_files_per_trigger or 1
-        wanted = max(current * 2, math.ceil((peak + current) / max(1, min(batches, 10))) * current)
+        wanted = max_files_to_catch_up(current, peak, measures.get("files_trend_per_batch", 0.0))
         rows.append(
-            (f"Raise maxFilesPerTrigger from {current} to {wanted} (maxOffsetsPerTrigger likewise for Kafka) so a "
-             f"micro-batch drains the backlog in a few triggers.",
+            (f"Raise maxFilesPerTrigger from {current} to {wanted} (maxOffsetsPerTrigger likewise for Kafka) so "
+             f"micro-batches drain the backlog within {CATCH_UP_TRIGGERS} triggers.",
+             f"rule: {current} files taken per trigger + growth {max(0.0, measures.get('files_trend_per_batch', 0.0)):g}"
+             f" + peak {peak} / {CATCH_UP_TRIGGERS} triggers, capped at {MAX_FILES_PER_TRIGGER_CAP}; "
              f"backlog peaked at {peak} files; backlog at run start {measures['backlog_at_run_start']} "
              f"(trend {measures['backlog_trend_per_run']:+} files/run) while "
              f"{batches - over}/{batches} batches finished within the {trigger_s:g}s trigger")
