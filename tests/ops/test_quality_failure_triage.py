@@ -24,6 +24,16 @@ def test_summarize_checks_orders_failures_first():
     assert s.iloc[0]["failed_runs"] == 2 and s.iloc[0]["metric_value"] == 0.9
 
 
+def test_summarize_checks_puts_a_missing_table_error_with_the_failures():
+    t = pd.Timestamp("2024-01-01", tz="UTC")
+    rows = [("a", "PASSED"), ("b", "WARN"), ("c", "ERROR")]
+    m = pd.DataFrame([
+        {"check_timestamp": t, "check_name": n, "check_type": "x", "criticality": "error", "check_status": st,
+         "metric_value": 0.0, "threshold": 0.0, "details": ""} for n, st in rows
+    ])
+    assert list(qft.summarize_checks(m)["check_name"]) == ["c", "b", "a"]
+
+
 def test_failing_rules():
     q = pd.DataFrame({"_failed_rules": ["customer_id_not_null", "customer_id_not_null,customer_exists", None]})
     r = qft.failing_rules(q)

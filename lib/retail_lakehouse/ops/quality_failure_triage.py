@@ -57,7 +57,7 @@ def summarize_checks(metrics: pd.DataFrame) -> pd.DataFrame:
     fails = m[m["check_status"] != "PASSED"].groupby("check_name").size().rename("failed_runs")
     out = latest.merge(fails, how="left", left_on="check_name", right_index=True)
     out["failed_runs"] = out["failed_runs"].fillna(0).astype(int)
-    order = {"FAILED": 0, "WARN": 1, "PASSED": 2}
+    order = {"ERROR": 0, "FAILED": 0, "WARN": 1, "PASSED": 2}
     out = out.sort_values(["check_status", "check_name"], key=lambda s: s.map(order) if s.name == "check_status" else s)
     return out[cols].reset_index(drop=True)
 
