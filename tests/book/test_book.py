@@ -262,3 +262,15 @@ def test_prepare_for_site_folds_code_under_toggles():
     out = prepare_for_site(nb, record)
     code = [c for c in out.cells if c.cell_type == "code"]
     assert code and all("hide-input" in c.metadata["tags"] for c in code)
+
+
+def test_notebook_renderer_charts_draw_after_the_deferred_plotly_js():
+    """The `notebook` renderer's chart HTML (what papermill keeps) waits for DOMContentLoaded too."""
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    html = pio.to_html(go.Figure(go.Bar(x=[1], y=[2])), include_plotlyjs=False, full_html=False)
+    out = runs.site_outputs([{"output_type": "display_data", "data": {"text/html": html}, "metadata": {}}])
+    shown = out[0]["data"]["text/html"]
+    script = shown[shown.index("<script"):]
+    assert script.index("DOMContentLoaded") < script.index("Plotly.newPlot") < script.index("});</script>")

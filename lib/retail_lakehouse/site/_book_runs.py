@@ -147,8 +147,20 @@ def _plotly_html(figure: dict[str, Any]) -> str:
         validate=False,
         default_height=450,
     )
-    opened = re.sub(r"(<script[^>]*>)", r'\1document.addEventListener("DOMContentLoaded", function () {', html, count=1)
-    return opened.replace("</script>", "});</script>", 1)
+    return _deferred(html)
+
+
+_CHART_SCRIPT = re.compile(r"(<script[^>]*>)((?:(?!</script>).)*?Plotly\.newPlot(?:(?!</script>).)*?)(</script>)", re.S)
+
+
+def _deferred(html: str) -> str:
+    """Chart scripts run on DOMContentLoaded: the site loads plotly.js deferred (site.sphinx_ext),
+    after inline scripts but before that event."""
+    return _CHART_SCRIPT.sub(
+        lambda m: f'{m.group(1)}document.addEventListener("DOMContentLoaded", function () {{{m.group(2)}}});'
+        f"{m.group(3)}",
+        html,
+    )
 
 
 def _is_plotly_bundle_js(html: str) -> bool:
@@ -175,6 +187,8 @@ def site_outputs(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out = {**out, "data": {"text/html": _plotly_html(figure), "text/plain": "<plotly figure>"}}
         elif html and _is_plotly_bundle_js(html):
             continue
+        elif html and "Plotly.newPlot" in html:  # a chart the `notebook` renderer drew
+            out = {**out, "data": {**data, "text/html": _deferred(_EXTERNAL_SCRIPT.sub("", html))}}
         elif html and "http" in html:
             data = {**data, "text/html": _EXTERNAL_SCRIPT.sub("", html)}
             out = {**out, "data": data}
