@@ -409,3 +409,59 @@ def pos_day(
         "pos_events.duplicate_records": int(is_dup.sum()),
     }
     return PosDay(files, m + int(is_dup.sum()), defects)
+
+
+RETURN_REASONS = ("damaged", "wrong_size", "not_as_described", "changed_mind", "late_delivery")
+RETURN_SHARE = 0.05  # returns a day, as a share of the ~2,000 x scale orders a day
+_RETURN_DEFECTS = ("null_keys", "duplicate_records", "negative_amounts", "unknown_references")
+
+
+@dataclass
+class ReturnsDay:
+    """Rows of the `returns` table written on one day, and the defects injected."""
+
+    rows: list[tuple]
+    new_ids: int
+    defects: dict[str, int]
+
+
+def returns_day(
+    rng: np.random.Generator,
+    rng_defects: np.random.Generator,
+    *,
+    day_start: int,
+    scale_factor: float,
+    orders_before: int,
+    first_return_id: int,
+    rate: float,
+) -> ReturnsDay:
+    """Returns of orders placed earlier (`order_id` < `orders_before`), written (updated_at) on one day.
+
+    A share `rate` of the rows carries one defect, the kinds drawn evenly: a NULL `return_id`, a
+    re-sent copy of the row (same return_id, updated_at up to 10 minutes later), a negative
+    `refund_amount`, an `order_id` that never exists (>= 9,000,000).
+    """
+    n = int(rng.poisson(RETURN_SHARE * 2_000 * scale_factor)) if orders_before > 1 else 0
+    order_id = rng.integers(1, max(2, orders_before), n)
+    at = day_start + np.sort(rng.integers(0, DAY, n))
+    reason = rng.integers(0, len(RETURN_REASONS), n)
+    amount = np.round(rng.uniform(5.0, 250.0, n), 2)
+    hit, kind, delay = rng_defects.random(n) < rate, rng_defects.integers(0, 4, n), rng_defects.integers(0, 600, n)
+    ts = epoch_texts(at)
+    rows, dups = [], []
+    counts = dict.fromkeys(_RETURN_DEFECTS, 0)
+    for k in range(n):
+        rid, oid, value = first_return_id + k, int(order_id[k]), float(amount[k])
+        defect = _RETURN_DEFECTS[int(kind[k])] if hit[k] else None
+        if defect:
+            counts[defect] += 1
+        if defect == "negative_amounts":
+            value = -value
+        elif defect == "unknown_references":
+            oid = UNKNOWN_ID_BASE + oid
+        row = (None if defect == "null_keys" else rid, oid, ts[k], RETURN_REASONS[int(reason[k])], value, ts[k])
+        rows.append(row)
+        if defect == "duplicate_records":
+            resent = min(int(at[k]) + int(delay[k]), day_start + DAY - 1)
+            dups.append((*row[:5], epoch_texts([resent])[0]))
+    return ReturnsDay(rows + dups, n, {f"returns.{d}": c for d, c in counts.items()})

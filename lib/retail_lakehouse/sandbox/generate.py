@@ -1,7 +1,8 @@
 """Deterministic generator of the retail source systems: a store OLTP database and POS landing files.
 
 The OLTP system is a SQLite file with ``customers``, ``products``, ``stores``, ``orders`` and
-``order_items``; the POS system drops JSON-lines files into ``landing/pos/YYYY-MM-DD/``. Both carry
+``order_items``, and from day ``returns_day`` on ``returns`` (a source not onboarded yet: the
+``new_source`` drill onboards it); the POS system drops JSON-lines files into ``landing/pos/YYYY-MM-DD/``. Both carry
 the defects listed in ``defects.yaml`` at configurable rates, and the counts actually injected are returned
 so that the pipeline's reconciliation can be checked.
 
@@ -47,6 +48,7 @@ SOURCE_TABLES = ("customers", "products", "stores", "orders", "order_items")
 
 # Random streams: SeedSequence([seed, stream, day, purpose]).
 _CUSTOMERS, _PRODUCTS, _STORES, _ORDERS, _ORDER_ITEMS, _POS, _CUSTOMER_CHANGES, _PRICE_CHANGES = range(1, 9)
+_RETURNS = 9
 _DATA, _DEFECTS = 0, 1
 
 _DDL = {
@@ -61,6 +63,8 @@ _DDL = {
     "order_items": "order_item_id INTEGER, order_id INTEGER, product_id INTEGER, quantity INTEGER, "
     "unit_price REAL, discount REAL, updated_at TEXT",
 }
+# Created on `returns_day` (the OLTP's returns module goes live): a run that stops before has no table.
+_RETURNS_DDL = "return_id INTEGER, order_id INTEGER, return_ts TEXT, reason TEXT, refund_amount REAL, updated_at TEXT"
 _PROMO_MIGRATION = "ALTER TABLE orders ADD COLUMN promo_code TEXT"
 _DATE_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -80,6 +84,9 @@ class DefectRates:
         customer_changes: customers whose address or segment changes on a day.
         price_changes: products whose unit_price changes on a day.
         schema_change_day: day index from which orders carry ``promo_code``.
+        returns_day: day index from which the OLTP has a ``returns`` table.
+        return_defects: returns rows with one defect (NULL return_id, re-sent copy, negative
+            refund_amount, unknown order_id, drawn evenly).
     """
 
     duplicate_records: float
@@ -92,11 +99,13 @@ class DefectRates:
     customer_changes: float
     price_changes: float
     schema_change_day: int
+    returns_day: int = 10
+    return_defects: float = 0.04
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "schema_change_day":
+            if f.name.endswith("_day"):
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                     raise ParameterError(f.name, f"must be an integer day index >= 0, got {value!r}")
             elif (
@@ -136,9 +145,9 @@ class DefectRates:
 
     @classmethod
     def none(cls) -> DefectRates:
-        """Clean sources: every rate 0; the schema change still happens on the default day."""
+        """Clean sources: every rate 0; the schema change and the returns table still come on their days."""
         default = cls.load()
-        return replace(default, **{f.name: 0.0 for f in fields(cls) if f.name != "schema_change_day"})
+        return replace(default, **{f.name: 0.0 for f in fields(cls) if not f.name.endswith("_day")})
 
 
 @dataclass(frozen=True)
@@ -270,7 +279,7 @@ class _Generation:
         self.rows = {"orders": 0, "order_items": 0, "pos_events": 0}
         self.pos_files = 0
         self.written: set[Path] = set()
-        self.next_order, self.next_item = 1, 1
+        self.next_order, self.next_item, self.next_return = 1, 1, 1
         # The initial load counts as one day of written customer rows.
         self._resend_customers(self._random(_CUSTOMERS, 0, _DEFECTS), list(range(len(self.customers))))
         for table, ddl in _DDL.items():
@@ -291,6 +300,8 @@ class _Generation:
             self.conn.execute(_PROMO_MIGRATION)
         n_customers = len(self.customers)  # sales reference customers known at the start of the day
         self._orders(day, day_start, n_customers)
+        if day >= self.rates.returns_day:
+            self._returns(day, day_start)
         self._pos_files(day, day_start, n_customers)
         self._reference_changes(day, day_start)
 
@@ -310,6 +321,23 @@ class _Generation:
         self.rows["orders"] += len(od.orders)
         self.rows["order_items"] += len(od.order_items)
         self._count(od.defects)
+
+    def _returns(self, day: int, day_start: int) -> None:
+        """Create `returns` on its first day, then insert the day's returns of earlier orders."""
+        if day == self.rates.returns_day:
+            self.conn.execute(f"CREATE TABLE returns ({_RETURNS_DDL})")
+            self.rows["returns"] = 0
+        rd = facts.returns_day(
+            self._random(_RETURNS, day), self._random(_RETURNS, day, _DEFECTS), day_start=day_start,
+            scale_factor=self.scale_factor, orders_before=self.next_order, first_return_id=self.next_return,
+            rate=self.rates.return_defects,
+        )  # fmt: skip
+        self.next_return += rd.new_ids
+        if rd.rows:
+            marks = ",".join("?" * len(rd.rows[0]))
+            self.conn.executemany(f"INSERT INTO returns VALUES ({marks})", rd.rows)
+        self.rows["returns"] += len(rd.rows)
+        self._count(rd.defects)
 
     def _pos_files(self, day: int, day_start: int, n_customers: int) -> None:
         """Write the day's POS landing files, one per trading hour and part, stamped with the hour's end."""
@@ -361,7 +389,7 @@ class _Generation:
         _insert(self.conn, "customers", customer_rows)
         _insert(self.conn, "products", self.products.rows())
         _insert(self.conn, "stores", self.stores)
-        for table in _DDL:
+        for table in [*_DDL, *(["returns"] if "returns" in self.rows else [])]:
             self.conn.execute(f"CREATE INDEX ix_{table}_updated_at ON {table} (updated_at)")
         return {
             "customers": len(customer_rows),
