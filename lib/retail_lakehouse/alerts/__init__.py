@@ -22,8 +22,9 @@ from retail_lakehouse.alerts.model import (
     AlertOutcome,
     Delivery,
     papermill_command,
+    runbook_page,
 )
-from retail_lakehouse.alerts.service import flush, resolve, send
+from retail_lakehouse.alerts.service import flush, open_keys, resolve, send
 
 __all__ = [
     "SEVERITIES",
@@ -34,7 +35,9 @@ __all__ = [
     "Delivery",
     "flush",
     "load_config",
+    "open_keys",
     "papermill_command",
     "resolve",
+    "runbook_page",
     "send",
 ]

@@ -63,6 +63,21 @@ class Alert:
             raise ParameterError("summary", "an alert needs a one-line summary")
 
 
+# The runbook page (book/ file and section label) of each procedure an alert points to.
+RUNBOOK_PAGES: dict[str, str] = {
+    "job_failure_triage": "book/failure_handling.md#job-failures",
+    "quality_failure_triage": "book/failure_handling.md#quality-failures",
+    "data_freshness": "book/monitoring.md#freshness",
+    "diagnose_streaming_lag": "book/troubleshooting.md#streaming-lag",
+    "cost_review": "book/cost.md",
+}
+
+
+def runbook_page(notebook: str) -> str:
+    """The runbook page of a procedure, for `Alert.runbook` (its chapter and section)."""
+    return RUNBOOK_PAGES.get(notebook, f"ops_notebooks/{notebook}.ipynb")
+
+
 def papermill_command(notebook: str, output: str = "out.ipynb", **parameters: object) -> str:
     """The command that runs an ops procedure, for `Alert.command`.
 

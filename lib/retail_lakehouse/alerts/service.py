@@ -148,6 +148,7 @@ def _send(alert: Alert, env: str, destinations: Sequence[str] | None, workspace:
         )
         try:
             store.merge([row], env)
+            store.mark(alert.key, env, is_open=True)
         except Exception as exc:
             _problem(problems, "could not record the alert in monitoring.alerts", exc)
     failed = [d for d in deliveries if d.status == "FAILED"]
@@ -187,6 +188,7 @@ def _resolve(key: str, env: str, workspace: Any) -> AlertOutcome:
             _problem(problems, "could not read monitoring.alerts (nothing resolved)", exc)
             return AlertOutcome("error", key, problems=tuple(problems))
         if not opened:
+            _unmark(key, env)
             return AlertOutcome("nothing_open", key)
         latest, row = opened[0]
         config = _config(env, problems)
@@ -207,6 +209,7 @@ def _resolve(key: str, env: str, workspace: Any) -> AlertOutcome:
         ]
         try:
             store.merge(updates, env)
+            _unmark(key, env)
         except Exception as exc:
             _problem(problems, "could not mark the alert resolved in monitoring.alerts", exc)
     status = row_status(deliveries) if config else "FAILED"
@@ -214,6 +217,26 @@ def _resolve(key: str, env: str, workspace: Any) -> AlertOutcome:
     return AlertOutcome(
         "resolved", key, latest.alert_id, status, deliveries, latest.suppressed_count, tuple(problems)
     )
+
+
+def _unmark(key: str, env: str) -> None:
+    try:
+        store.mark(key, env, is_open=False)
+    except OSError as exc:
+        log.warning("alerts: could not clear the open marker of %s: %s", key, exc)
+
+
+def open_keys(prefix: str = "", *, env: str | None = None) -> set[str] | None:
+    """Incident keys starting with `prefix` that have an unresolved alert, so a caller resolves only
+    those (locally no query at all; elsewhere one query). None when it cannot tell (logged): resolve
+    every key then. Never raises.
+    """
+    env = env or current_env()
+    try:
+        return store.open_keys(env, prefix)
+    except Exception as exc:
+        log.warning("alerts: could not list open alerts: %s", REDACT(f"{type(exc).__name__}: {exc}"[:500]))
+        return None
 
 
 def flush(timeout: float = 60.0) -> bool:

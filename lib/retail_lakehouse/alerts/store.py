@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 from retail_lakehouse.alerts.model import Alert, Delivery, row_status
 from retail_lakehouse.alerts.routing import OpenIncident
@@ -105,3 +107,59 @@ def recent(env: str, limit: int = 20) -> list[dict[str, Any]]:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+# ----------------------------------------------------------------------------- open keys
+# Callers resolve many keys per run (every passing table, every successful job); reading the table
+# for each would cost a Spark query each. `open_keys` answers "which keys may be open" with one
+# query, and locally (one lakehouse per LAKEHOUSE_HOME, every writer goes through here) with no
+# query at all: a marker file per open key under LAKEHOUSE_HOME/alerts/open/<env>/.
+
+
+def _markers(env: str) -> Path | None:
+    from retail_lakehouse.alerts.config import alerts_home
+    from retail_lakehouse.core.config import load_settings
+
+    try:
+        local = load_settings(env).is_local
+    except Exception:  # noqa: BLE001 - no markers: the caller queries the table
+        return None
+    return alerts_home() / "open" / env if local else None
+
+
+def mark(key: str, env: str, *, is_open: bool) -> None:
+    """Record locally that `key` has an open alert (or none any more); elsewhere a no-op."""
+    directory = _markers(env)
+    if directory is None:
+        return
+    path = directory / quote(key, safe="")
+    if is_open:
+        directory.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    else:
+        path.unlink(missing_ok=True)
+
+
+def open_keys(env: str, prefix: str = "") -> set[str]:
+    """Keys (starting with `prefix`) that have an unresolved alert.
+
+    Locally from the marker files (no query); elsewhere, or when the markers were never written
+    (a lakehouse from before them), one query of the table, which also writes the markers.
+
+    Raises:
+        LakehouseError: the table could not be read.
+    """
+    directory = _markers(env)
+    if directory is not None and directory.is_dir():
+        return {k for k in (unquote(p.name) for p in directory.iterdir()) if k.startswith(prefix)}
+    from retail_lakehouse import engine
+    from retail_lakehouse.engine import writes
+
+    full = writes.ensure_table(TABLE, env=env)
+    rows = engine.sql(f"SELECT DISTINCT alert_key FROM {full} WHERE resolved_at IS NULL", env=env).collect()
+    keys = {r[0] for r in rows}
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for key in keys:
+            mark(key, env, is_open=True)
+    return {k for k in keys if k.startswith(prefix)}

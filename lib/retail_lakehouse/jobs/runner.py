@@ -145,7 +145,10 @@ def run_job(
             run = execution.run()
     finally:
         problems = recorder.close()
-    if problems:
+    from retail_lakehouse.jobs.job_alerts import notify_run
+
+    notify_run(run)  # failed: alert job:<job>; success: resolve it (never raises, bounded wait)
+    if problems or run.warnings:
         execution.result.warnings.extend(problems)
         execution.save()
     return run

@@ -1,0 +1,112 @@
+"""The callers of `retail_lakehouse.alerts`: the job runner, the quality job and the ops procedures
+send to the local receivers (real HTTP + SMTP on 127.0.0.1, default params/local.yaml routes), record
+`monitoring.alerts` rows, and resolve when the failure clears."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from retail_lakehouse import alerts
+from retail_lakehouse.alerts import store
+from retail_lakehouse.sandbox.alert_receivers import Receivers, read_received
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+BUNDLE = FIXTURES / "databricks_test.yml"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def receivers(isolated_home):
+    """The local receivers on free ports (receivers.json tells `alerts.send` where they are)."""
+    with Receivers(0, 0, directory=isolated_home / "received") as r:
+        yield r
+        alerts.flush(60)
+
+
+def arrived(r: Receivers, kind: str, key: str) -> list[dict]:
+    return [rec for rec in read_received(kind, r.directory) if key in json.dumps(rec)]
+
+
+def rows(key: str) -> list[dict]:
+    return [r for r in store.recent("local", 1000) if r["alert_key"] == key]
+
+
+# ----------------------------------------------------------------------------- jobs
+
+
+def test_a_failed_job_alerts_with_its_triage_command_and_a_success_resolves(receivers):
+    from retail_lakehouse.databricks.bundle import load_bundle
+    from retail_lakehouse.jobs.runner import run_job
+
+    bundle = load_bundle(BUNDLE, target="local")
+    run = run_job("fail_job", bundle=bundle, retry_backoff_seconds=0.05)
+    assert run.state == "FAILED"
+    (hook,) = arrived(receivers, "webhook", "job:fail_job")
+    body = hook["body"]
+    assert body["event"] == "trigger" and body["severity"] == "error" and body["source"] == "job"
+    assert "task boom (" in body["summary"] and "retries exhausted" in body["summary"], body["summary"]
+    assert "always fails: kaput" in body["summary"]
+    assert body["runbook"] == "book/failure_handling.md#job-failures"
+    assert body["command"].startswith("papermill ops_notebooks/job_failure_triage.ipynb")
+    assert "-p job 'Fail job'" in body["command"] or "-p job fail_job" in body["command"], body["command"]
+    assert body["link"] == run.output_dir
+    assert arrived(receivers, "slack", "job:fail_job") and arrived(receivers, "email", "job:fail_job")
+    (row,) = rows("job:fail_job")
+    assert row["delivery_status"] == "DELIVERED" and row["resolved_at"] is None
+
+    # the same job failing again within the window: counted, not sent again
+    run_job("fail_job", bundle=bundle, retry_backoff_seconds=0.05)
+    assert len(arrived(receivers, "webhook", "job:fail_job")) == 1
+    assert rows("job:fail_job")[0]["suppressed_count"] == 1
+
+
+def test_a_successful_run_resolves_an_open_job_alert_and_costs_nothing_otherwise(receivers):
+    from retail_lakehouse.databricks.bundle import load_bundle
+    from retail_lakehouse.jobs.job_alerts import notify_run
+    from retail_lakehouse.jobs.runner import run_job
+
+    bundle = load_bundle(BUNDLE, target="local")
+    sent = alerts.send(alerts.Alert(key="job:parallel_job", severity="error", source="job", summary="x failed"),
+                       env="local", wait=30)  # fmt: skip
+    assert sent.action == "sent"
+    run = run_job("parallel_job", bundle=bundle)
+    assert run.state == "SUCCESS"
+    assert [r["resolved_at"] is not None for r in rows("job:parallel_job")] == [True]
+    resolved = [h["body"] for h in arrived(receivers, "webhook", "job:parallel_job")]
+    assert [b["event"] for b in resolved] == ["trigger", "resolve"]
+
+    # nothing open: the success path lists marker files only (no query, no delivery)
+    assert "job:parallel_job" not in (alerts.open_keys("job:", env="local") or {"?"})
+    started = time.perf_counter()
+    for _ in range(20):
+        assert notify_run(run) is None
+    per_run = (time.perf_counter() - started) / 20
+    assert per_run < 0.05, f"{per_run * 1000:.1f} ms per successful run"
+
+
+def test_alerting_never_fails_or_blocks_a_job(receivers, tmp_path, monkeypatch):
+    """A malformed alerts config: the run is returned as it was, the row says why, quickly."""
+    import yaml
+
+    from retail_lakehouse.jobs.job_alerts import notify_run
+    from retail_lakehouse.jobs.job_runs import JobRun
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "params" / "local.yaml").read_text())
+    raw["alerts"]["destinations"]["slack"] = {"type": "slack", "url": "https://hooks.slack.com/in-the-repo"}
+    (tmp_path / "local.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("LAKEHOUSE_PARAMS_DIR", str(tmp_path))
+    run = JobRun(run_id="20260101T000000-dead00", job="quiet_job", job_name="Quiet job", state="FAILED",
+                 start=datetime.now(UTC), end=datetime.now(UTC), env="local", parameters={})  # fmt: skip
+    started = time.monotonic()
+    outcome = notify_run(run, wait=10)
+    assert time.monotonic() - started < 10
+    assert outcome is not None and outcome.action == "sent" and outcome.status == "FAILED", outcome
+    assert any("alerts config" in p for p in outcome.problems)
+    (row,) = rows("job:quiet_job")
+    assert row["delivery_status"] == "FAILED" and "config" in json.loads(row["delivery"])
