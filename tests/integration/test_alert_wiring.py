@@ -110,3 +110,51 @@ def test_alerting_never_fails_or_blocks_a_job(receivers, tmp_path, monkeypatch):
     assert any("alerts config" in p for p in outcome.problems)
     (row,) = rows("job:quiet_job")
     assert row["delivery_status"] == "FAILED" and "config" in json.loads(row["delivery"])
+
+
+# ----------------------------------------------------------------------------- quality
+
+
+def test_a_missing_referenced_table_is_an_error_that_alerts_and_passing_again_resolves(receivers):
+    from retail_lakehouse import engine
+    from retail_lakehouse.core.tables import registry
+    from retail_lakehouse.engine import writes
+    from retail_lakehouse.pipeline.quality import run_checks
+    from retail_lakehouse.pipeline.quality_alerts import notify_quality
+    from retail_lakehouse.pipeline.quality_model import CheckSpec
+
+    spark = engine.get_spark("local")
+    orders = registry().get("silver.orders")
+    writes.write_table(spark.createDataFrame([], orders.ddl()), orders, mode="overwrite", env="local")
+    ri = CheckSpec("silver.orders", "customer_exists", "referential_integrity",
+                   {"column": "customer_id", "references": "silver.customers.customer_id"}, "error")  # fmt: skip
+    report = run_checks(["silver.orders"], run_id="wiring-1", rule_sets={"silver.orders": [ri]}, env="local")
+    (result,) = report.results
+    assert result.check_status == "ERROR", result
+    assert "retail_datalake.local_silver.customers" in result.details and "does not exist" in result.details
+    assert "retail_transformation" in result.details
+    assert json.loads(result.evidence)["referenced_table"] == "retail_datalake.local_silver.customers"
+
+    outcomes = notify_quality(report, env="local")
+    assert {k: o.action for k, o in outcomes.items()} == {"quality:silver.orders": "sent"}
+    (hook,) = arrived(receivers, "webhook", "quality:silver.orders")
+    body = hook["body"]
+    assert (
+        body["source"] == "quality" and "1 ERROR" in body["summary"] and "customer_exists" in body["summary"]
+    )
+    assert body["runbook"] == "book/failure_handling.md#quality-failures"
+    assert body["command"].startswith("papermill ops_notebooks/quality_failure_triage.ipynb")
+    assert "-p table silver.orders" in body["command"] and "-p env local" in body["command"]
+
+    customers = registry().get("silver.customers")
+    writes.write_table(spark.createDataFrame([], customers.ddl()), customers, mode="overwrite", env="local")
+    report = run_checks(["silver.orders"], run_id="wiring-2", rule_sets={"silver.orders": [ri]}, env="local")
+    assert [r.check_status for r in report.results] == ["PASSED"]
+    outcomes = notify_quality(report, env="local")
+    assert {k: o.action for k, o in outcomes.items()} == {"quality:silver.orders": "resolved"}
+    assert [h["body"]["event"] for h in arrived(receivers, "webhook", "quality:silver.orders")] == [
+        "trigger",
+        "resolve",
+    ]
+    # passing again with nothing open: no alert call at all
+    assert notify_quality(report, env="local") == {}

@@ -159,6 +159,49 @@ def _with_samples(result: CheckResult, spec: CheckSpec, ctx: CheckContext) -> Ch
     return CheckResult(**{**result.__dict__, "evidence": json.dumps(evidence, default=str, sort_keys=True)})
 
 
+def referenced_table(spec: CheckSpec, *, upstream: bool = True) -> str | None:
+    """The other table a check reads (referential integrity's target; a freshness SLA's upstream,
+    read unless the run gives a business date), if any."""
+    target = spec.arguments.get("references")
+    if isinstance(target, str) and target.count(".") == 2:
+        return target.rsplit(".", 1)[0]
+    if not upstream:
+        return None
+    parent = spec.arguments.get("upstream")
+    return parent if isinstance(parent, str) and parent.count(".") == 1 else None
+
+
+def _missing_reference(
+    result: CheckResult, spec: CheckSpec, missing: set[str], full_name: Any, *, upstream: bool = True
+) -> CheckResult | None:
+    """The ERROR row of a check whose referenced table does not exist (judging against an empty
+    frame would be a verdict on nothing): which table, and which job creates it."""
+    parent = referenced_table(spec, upstream=upstream)
+    if parent is None or parent not in missing:
+        return None
+    from retail_lakehouse.pipeline.quality_table_checks import BUILT_BY
+
+    job = BUILT_BY.get(parent.split(".")[0], "the job that writes it")
+    full = full_name(parent)
+    details = (
+        f"{spec.check} cannot judge {result.table_name}: the table it references, {full}, does not exist. "
+        f"It is created by job {job}; run it (`lakehouse run {job}`, or retail_daily), then the checks again."
+    )
+    evidence = {"referenced_table": full, "created_by_job": job, "exists": False,
+                "criticality": spec.criticality}  # fmt: skip
+    return CheckResult(
+        table_name=result.table_name,
+        check_name=result.check_name,
+        check_type=result.check_type,
+        criticality=result.criticality,
+        check_status="ERROR",
+        metric_value=None,
+        threshold=None,
+        details=details,
+        evidence=json.dumps(evidence, sort_keys=True),
+    )
+
+
 @dataclass
 class QualityReport:
     """Results of one quality run (already written to ``monitoring.quality_metrics``)."""
@@ -200,7 +243,9 @@ class QualityReport:
         """
         bad = self.errors + self.failed_errors
         if bad:
-            lines = [f"{r.check_status} {r.table_name}.{r.check_name} ({r.check_type}): {r.details}" for r in bad]
+            lines = [
+                f"{r.check_status} {r.table_name}.{r.check_name} ({r.check_type}): {r.details}" for r in bad
+            ]
             raise CheckFailedError(
                 f"{len(lines)} check(s) failed or could not run in run {self.run_id} (results are in "
                 "monitoring.quality_metrics; see the quality-failure runbook):\n  " + "\n  ".join(lines)
@@ -296,10 +341,16 @@ def run_checks(
     for ref in refs:
         ctx = CheckContext(ref, read(ref), run_id, as_of, read, full_name, memo)
         if ref in missing:  # its checks would judge an empty frame: no verdict, one ERROR row
-            report.results.append(missing_table_result(registry().get(ref, settings=settings), full_name(ref)))
+            report.results.append(
+                missing_table_result(registry().get(ref, settings=settings), full_name(ref))
+            )
             continue
         results = evaluate_table(sets[ref], ctx)
-        report.results += [_with_samples(r, spec, ctx) for r, spec in zip(results, sets[ref], strict=True)]
+        report.results += [
+            _missing_reference(r, spec, missing, full_name, upstream=as_of is None)
+            or _with_samples(r, spec, ctx)
+            for r, spec in zip(results, sets[ref], strict=True)
+        ]
     if report.results:
         rows = [
             (
