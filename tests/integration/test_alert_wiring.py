@@ -158,3 +158,81 @@ def test_a_missing_referenced_table_is_an_error_that_alerts_and_passing_again_re
     ]
     # passing again with nothing open: no alert call at all
     assert notify_quality(report, env="local") == {}
+
+
+# ----------------------------------------------------------------------------- ops monitors
+
+
+def test_stale_tables_alert_once_each_and_fresh_tables_resolve(receivers):
+    import pandas as pd
+
+    from retail_lakehouse.ops import incident_alerts
+
+    def report(**status: str) -> pd.DataFrame:
+        return pd.DataFrame([{"table": t.replace("__", "."), "full_name": f"retail_datalake.local_{t}",
+                              "status": s, "reason": "last written 50.0 h ago (SLA 26 h)" if s != "FRESH" else "ok"}
+                             for t, s in status.items()])  # fmt: skip
+
+    out = incident_alerts.freshness(report(gold__fact_sales="STALE", gold__dim_store="FRESH"), env="local")
+    assert {k: o.action for k, o in out.items()} == {"freshness:gold.fact_sales": "sent"}
+    (hook,) = arrived(receivers, "webhook", "freshness:gold.fact_sales")
+    body = hook["body"]
+    assert (
+        body["severity"] == "warning"
+        and "gold.fact_sales is STALE: last written 50.0 h ago" in body["summary"]
+    )
+    assert body["runbook"] == "book/monitoring.md#freshness"
+    assert body["command"] == (
+        "papermill ops_notebooks/data_freshness.ipynb runs/data_freshness.ipynb -p env local -p fail_on_stale True"
+    )
+    again = incident_alerts.freshness(report(gold__fact_sales="STALE"), env="local")
+    assert again["freshness:gold.fact_sales"].action == "suppressed"
+    fresh = incident_alerts.freshness(report(gold__fact_sales="FRESH", gold__dim_store="FRESH"), env="local")
+    assert {k: o.action for k, o in fresh.items()} == {"freshness:gold.fact_sales": "resolved"}
+
+
+def test_a_lagging_stream_alerts_and_a_stream_keeping_up_resolves(receivers):
+    import pandas as pd
+
+    from retail_lakehouse.ops import incident_alerts
+    from retail_lakehouse.ops.diagnose_streaming_lag import LagDiagnosis
+
+    def diagnosis(lagging: bool) -> LagDiagnosis:
+        cause = "backlog_growing" if lagging else "none"
+        return LagDiagnosis("pos_events", pd.DataFrame(), {"lagging": lagging}, {}, cause, pd.DataFrame(),
+                            "Stream 'pos_events' is lagging: the backlog reached 40 files")  # fmt: skip
+
+    out = incident_alerts.stream_lag(diagnosis(True), env="local")
+    assert out["stream_lag:pos_events"].action == "sent"
+    (hook,) = arrived(receivers, "webhook", "stream_lag:pos_events")
+    assert "backlog reached 40 files" in hook["body"]["summary"]
+    assert "-p stream pos_events" in hook["body"]["command"]
+    assert hook["body"]["runbook"] == "book/troubleshooting.md#streaming-lag"
+    out = incident_alerts.stream_lag(diagnosis(False), env="local")
+    assert out["stream_lag:pos_events"].action == "resolved"
+
+
+def test_spend_over_the_env_budget_alerts_by_email_and_within_budget_does_not(receivers):
+    import datetime as dt
+
+    import pandas as pd
+
+    from retail_lakehouse.ops import incident_alerts
+    from retail_lakehouse.ops.cost_review import CostReview
+
+    empty = pd.DataFrame()
+    start, end = dt.date(2026, 11, 1), dt.date(2026, 11, 7)
+
+    def review(cost: float) -> CostReview:
+        records = pd.DataFrame({"list_cost": [cost], "dbus": [1.0]})
+        by_job = pd.DataFrame({"job_name": ["retail_daily"], "list_cost": [cost]})
+        return CostReview(start, end, records, by_job, empty, empty, empty, empty, empty, empty, empty, "")
+
+    assert incident_alerts.cost(review(3.0), env="local") == {}  # weekly_usd 25 in params/local.yaml
+    out = incident_alerts.cost(review(40.0), env="local")
+    assert out["cost:2026-11-01..2026-11-07"].action == "sent"
+    (mail,) = arrived(receivers, "email", "cost:2026-11-01..2026-11-07")
+    assert "over the local budget $25.00 (weekly_usd 25) by $15.00" in json.dumps(mail)
+    assert "top spender retail_daily" in json.dumps(mail)
+    (hook,) = arrived(receivers, "webhook", "cost:2026-11-01..2026-11-07")
+    assert "-p start_date 2026-11-01 -p end_date 2026-11-07" in hook["body"]["command"]

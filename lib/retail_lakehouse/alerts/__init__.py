@@ -24,7 +24,7 @@ from retail_lakehouse.alerts.model import (
     papermill_command,
     runbook_page,
 )
-from retail_lakehouse.alerts.service import flush, open_keys, resolve, send
+from retail_lakehouse.alerts.service import flush, open_keys, resolve, send, update
 
 __all__ = [
     "SEVERITIES",
@@ -40,4 +40,5 @@ __all__ = [
     "resolve",
     "runbook_page",
     "send",
+    "update",
 ]

@@ -109,6 +109,24 @@ class AlertsConfig:
     retry: Retry = field(default_factory=Retry)
     http_port: int = DEFAULT_HTTP_PORT
     smtp_port: int = DEFAULT_SMTP_PORT
+    budgets: dict[str, float] = field(default_factory=dict)
+
+    def budget_for(self, days: int) -> tuple[float, str] | None:
+        """The spend allowed over `days` days, pro rata of the declared budget closest in length
+        (``daily_usd`` 1, ``weekly_usd`` 7, ``monthly_usd`` 30 days), and how it was derived; None
+        when no budget is declared."""
+        if not self.budgets or days < 1:
+            return None
+        name = min(self.budgets, key=lambda b: abs(BUDGET_DAYS[b] - days))
+        amount = self.budgets[name] * days / BUDGET_DAYS[name]
+        how = f"{name} {self.budgets[name]:g}" + (
+            f" x {days}/{BUDGET_DAYS[name]} days" if days != BUDGET_DAYS[name] else ""
+        )
+        return amount, how
+
+
+# Spend budgets (`alerts.budgets`): name -> the days it covers.
+BUDGET_DAYS = {"daily_usd": 1, "weekly_usd": 7, "monthly_usd": 30}
 
 
 def alerts_home() -> Path:
@@ -285,7 +303,7 @@ def parse_config(raw: Any, env: str) -> AlertsConfig:
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"params/{env}.yaml `alerts` must be a mapping, not {raw!r}")
-    known = {"destinations", "routes", "suppress_minutes", "wait_seconds", "retry", "receivers"}
+    known = {"destinations", "routes", "suppress_minutes", "wait_seconds", "retry", "receivers", "budgets"}
     unknown = sorted(set(raw) - known)
     if unknown:
         problems.append(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -320,6 +338,16 @@ def parse_config(raw: Any, env: str) -> AlertsConfig:
             problems.append(f"receivers.{key}: {port!r} is not a port number")
             port = default
         ports.append(port)
+    budgets_raw = raw.get("budgets") or {}
+    budgets: dict[str, float] = {}
+    if not isinstance(budgets_raw, dict):
+        problems.append(f"budgets: must be a mapping like {{weekly_usd: 50}}, not {budgets_raw!r}")
+        budgets_raw = {}
+    for name in budgets_raw:
+        if name not in BUDGET_DAYS:
+            problems.append(f"budgets.{name}: unknown budget; known: {', '.join(BUDGET_DAYS)}")
+        else:
+            budgets[name] = _number(problems, budgets_raw, name, 0.0, low=0, high=1e9)
     config = AlertsConfig(
         env=env,
         destinations=destinations,
@@ -331,6 +359,7 @@ def parse_config(raw: Any, env: str) -> AlertsConfig:
         retry=retry,
         http_port=ports[0],
         smtp_port=ports[1],
+        budgets=budgets,
     )
     if problems:
         raise ConfigError(

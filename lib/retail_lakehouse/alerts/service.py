@@ -239,6 +239,47 @@ def open_keys(prefix: str = "", *, env: str | None = None) -> set[str] | None:
         return None
 
 
+def update(
+    firing: Sequence[Alert],
+    clear: Sequence[str] = (),
+    *,
+    prefix: str = "",
+    env: str | None = None,
+    wait: float | None = None,
+) -> dict[str, AlertOutcome]:
+    """Send the incidents that fire and resolve the cleared keys that are open, at most 4 at once.
+
+    A monitor that judges many things per run (tables, streams) calls this once: `open_keys(prefix)`
+    decides which cleared keys have something to resolve (locally without a query).
+
+    Args:
+        firing: alerts to send (a repeat is counted, see `send`).
+        clear: incident keys judged healthy this run.
+        prefix: the keys' common prefix (e.g. ``freshness:``), for `open_keys`.
+        env: environment (default `LAKEHOUSE_ENV` or `local`).
+        wait: seconds each call waits (default `alerts.wait_seconds`); the rest finishes in the background.
+
+    Returns:
+        Incident key -> what was done (nothing for a cleared key with no open alert). Never raises.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    env = env or current_env()
+    calls: dict[str, Callable[[], AlertOutcome]] = {}
+    for alert in firing:
+        calls[alert.key] = lambda a=alert: send(a, env=env, wait=wait)
+    if clear:
+        opened = open_keys(prefix, env=env)
+        for key in clear:
+            if key not in calls and (opened is None or key in opened):
+                calls[key] = lambda k=key: resolve(k, env=env, wait=wait)
+    if not calls:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(4, len(calls)), thread_name_prefix="alerts-update") as pool:
+        futures = {key: pool.submit(call) for key, call in calls.items()}
+    return {key: f.result() for key, f in futures.items()}
+
+
 def flush(timeout: float = 60.0) -> bool:
     """Wait for alerts still being delivered in the background; True when none is left."""
     import time

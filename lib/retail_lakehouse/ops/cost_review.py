@@ -338,5 +338,9 @@ def review(w: WorkspaceClient, start: dt.date, end: dt.date, *, env: str, includ
         if len(extra):
             diagnosis += (f" {int(extra['extra_runs'].sum())} run(s) beyond the daily schedule, led by "
                           f"{extra.groupby('job_name')['extra_cost'].sum().idxmax()}.")
-    return CostReview(start, end, records, parts["by_job"], parts["by_cluster"], parts["by_sku"], parts["by_day"],
-                      extra, clusters, store, recs, diagnosis)
+    result = CostReview(start, end, records, parts["by_job"], parts["by_cluster"], parts["by_sku"], parts["by_day"],
+                        extra, clusters, store, recs, diagnosis)
+    from retail_lakehouse.ops import incident_alerts
+
+    incident_alerts.cost(result, env=env)  # over the env's budget (alerts.budgets): alert cost:<period>
+    return result

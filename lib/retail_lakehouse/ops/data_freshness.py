@@ -214,5 +214,10 @@ class FreshnessOutcome(Outcome):
 
 
 def run(w: WorkspaceClient, env: str, *, as_of: dt.date | None = None, fail_on_stale: bool = False) -> FreshnessOutcome:
-    """Check every table's freshness (read-only); the outcome raises for stale tables only with `fail_on_stale`."""
-    return FreshnessOutcome(check(w, env, as_of=as_of), fail_on_stale)
+    """Check every table's freshness (read-only); the outcome raises for stale tables only with `fail_on_stale`.
+    A stale or missing table alerts `freshness:<table>`; a fresh one resolves its alert."""
+    from retail_lakehouse.ops import incident_alerts
+
+    outcome = FreshnessOutcome(check(w, env, as_of=as_of), fail_on_stale)
+    incident_alerts.freshness(outcome.report, env=env)
+    return outcome

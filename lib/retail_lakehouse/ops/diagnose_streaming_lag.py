@@ -326,4 +326,8 @@ def diagnose(
                      "(max files per trigger too low) while batches finish well within the trigger.")
     if checkpoint.get("healthy") is False:
         diagnosis += f" Checkpoint: {checkpoint['detail']}."
-    return LagDiagnosis(stream, recent, measures, checkpoint, cause, recs, diagnosis)
+    from retail_lakehouse.ops import incident_alerts
+
+    result = LagDiagnosis(stream, recent, measures, checkpoint, cause, recs, diagnosis)
+    incident_alerts.stream_lag(result, env=env)  # lagging: alert stream_lag:<stream>; keeping up: resolve
+    return result

@@ -5,16 +5,14 @@ resolved when the table passes again.
     notify_quality(report, env=env)      # before report.raise_for_errors()
 
 Each alert names the failing checks, links the run and gives the papermill command of
-`quality_failure_triage` for that table and day. One `alerts.open_keys` per run (locally no query)
-decides which passing tables have an alert to resolve. Never raises.
+`quality_failure_triage` for that table and day. `alerts.update` sends them and resolves the
+open alerts of passing tables (one `open_keys` per run, locally no query). Never raises.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from retail_lakehouse import alerts
 from retail_lakehouse.core.config import current_env
@@ -78,24 +76,11 @@ def notify_quality(
     by_table: dict[str, list[CheckResult]] = defaultdict(list)
     for r in report.results:
         by_table[_ref(r.table_name)].append(r)
-    out: dict[str, alerts.AlertOutcome] = {}
     try:
         failing = {ref: [r for r in rs if r.check_status in BAD] for ref, rs in by_table.items()}
-        opened = alerts.open_keys(KEY_PREFIX, env=env)
-        calls: dict[str, Callable[[], alerts.AlertOutcome]] = {}
-        for ref, bad in sorted(failing.items()):
-            key = f"{KEY_PREFIX}{ref}"
-            if bad:
-                alert = quality_alert(ref, bad, report, env)
-                calls[key] = lambda a=alert: alerts.send(a, env=env, wait=wait)
-            elif opened is None or key in opened:
-                calls[key] = lambda k=key: alerts.resolve(k, env=env, wait=wait)
-        if calls:
-            with ThreadPoolExecutor(
-                max_workers=min(4, len(calls)), thread_name_prefix="quality-alert"
-            ) as pool:
-                futures = {key: pool.submit(call) for key, call in calls.items()}
-            out = {key: f.result() for key, f in futures.items()}
+        firing = [quality_alert(ref, bad, report, env) for ref, bad in sorted(failing.items()) if bad]
+        clear = [f"{KEY_PREFIX}{ref}" for ref, bad in sorted(failing.items()) if not bad]
+        return alerts.update(firing, clear, prefix=KEY_PREFIX, env=env, wait=wait)
     except Exception as exc:  # noqa: BLE001 - alerting never fails the quality job
         log.warning("quality run %s: alerting failed: %s", report.run_id, exc)
-    return out
+        return {}
