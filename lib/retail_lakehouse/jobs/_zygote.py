@@ -270,13 +270,11 @@ class _ForkedKernel:
         self.stdin = self.stdout = self.stderr = None
 
     def poll(self) -> int | None:
-        if self.returncode is None:
-            try:
-                os.kill(self.pid, 0)
-            except ProcessLookupError:
-                self.returncode = 0
-            except PermissionError:  # the pid was reused by someone else's process
-                self.returncode = 0
+        # A killed kernel stays a zombie until the server reaps it, which can take seconds (the
+        # server learns of it when SIGCHLD reaches its main thread): a zombie has exited, so it
+        # counts as gone, as a reaped pid does. Else every shutdown waits for the reaping.
+        if self.returncode is None and _gone(self.pid):
+            self.returncode = 0
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:  # noqa: ARG002 - Popen's signature

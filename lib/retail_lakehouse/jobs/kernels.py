@@ -20,6 +20,7 @@ kernel, launched by forking), which any Jupyter client can name, e.g.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -159,8 +160,12 @@ class KernelPool:
         return km
 
     def release(self, km: KernelManager) -> None:
-        """Shut down a kernel a notebook has used."""
-        _shutdown(km)
+        """Shut down a kernel a notebook has used, in the background (`close` waits for it): the
+        task that used it is done, and the next one need not wait for its end."""
+        t = threading.Thread(target=_shutdown, args=(km,), name="kernel-shutdown", daemon=True)
+        with self._cond:
+            self._threads.append(t)
+        t.start()
 
     def close(self) -> None:
         """Shut down the kernels nobody took; wait for those still starting."""
@@ -232,6 +237,7 @@ def _new_manager() -> KernelManager:
 
     def client(**kwargs: Any) -> Any:
         kc = make_client(**kwargs)
+        kc.wait_for_ready = functools.partial(_wait_for_ready, kc)  # papermill's client too
         clients.append(kc)
         return kc
 
@@ -255,6 +261,48 @@ def _start_kernel(extra_arguments: list[str], preload: Sequence[str] = ()) -> Ke
     except Exception as exc:
         raise WarmKernelError(f"could not start a {KERNEL_NAME!r} kernel: {exc}") from exc
     return km
+
+
+def _wait_for_ready(kc: Any, timeout: float | None = None) -> None:
+    """`KernelClient.wait_for_ready` without its fixed wait: that one ends by reading IOPub until
+    0.2 s pass without a message, paid twice per task (the hand-over and papermill's client).
+
+    Ready means, as there: a `kernel_info` reply on the shell channel and IOPub connected. Here the
+    proof of IOPub is the request's own `idle` status, after which nothing of it is still due.
+
+    Raises:
+        RuntimeError: the kernel died or did not answer within `timeout` seconds (as upstream).
+    """
+    from queue import Empty
+
+    deadline = time.monotonic() + (START_TIMEOUT if timeout is None else timeout)
+    while True:
+        msg_id = kc.kernel_info()
+        reply = None
+        while reply is None and time.monotonic() < deadline:
+            try:
+                msg = kc.get_shell_msg(timeout=1)
+            except Empty:
+                break
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "kernel_info_reply":
+                reply = msg
+        if reply is not None:
+            kc._handle_kernel_info_reply(reply)  # noqa: SLF001 - what upstream does with the reply
+            while True:  # this request's busy/idle on IOPub (a slow subscription loses them: ask again)
+                try:
+                    msg = kc.get_iopub_msg(timeout=0.2)
+                except Empty:
+                    break
+                if (
+                    msg["parent_header"].get("msg_id") == msg_id
+                    and msg["msg_type"] == "status"
+                    and msg["content"].get("execution_state") == "idle"
+                ):
+                    return
+        if not kc.is_alive():
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Kernel didn't respond in {timeout} seconds")
 
 
 def _execute_silently(km: KernelManager, code: str, timeout: float = START_TIMEOUT) -> None:
