@@ -211,5 +211,5 @@ print(json.dumps({{"state": t.state, "rows": t.rows(), "summary": t.summary(),
     assert row["task_id"] == "run_retail_ingestion" and row["try_number"] == 5 and row["state"] == "success"
     assert all(s in ("failed", "up_for_retry") for s in got["tries"][:4]) and got["tries"][-1] == "success", got["tries"]
     assert isinstance(row["databricks_run_id"], int) and row["run_page_url"].startswith("file://")
-    assert f"-p run_id {row['databricks_run_id']}" in row["diagnosis"]
+    assert f"-p job_run_id {row['databricks_run_id']}" in row["diagnosis"]
     assert got["recorded"][:4] == ["up_for_retry"] * 3 + ["failed"]

@@ -94,7 +94,7 @@ def test_triage_notebook_names_the_failed_task_its_tries_and_its_databricks_run(
     # every try with the Databricks run it launched; the last one read through the workspace
     assert "try 1: failed" in text and f", Databricks run {first}" in text and f", Databricks run {last}" in text
     assert f"Run {last} of retail_ingestion ended FAILED" in text
-    assert f"-p run_id {last} -p env local" in text
+    assert f"-p job_run_id {last} -p env local" in text
     assert f"airflow tasks clear {dag_id} -t '^run_retail_ingestion$'" in text
     assert "text/html" in raw and "plotly" in raw  # the timeline of tries
     # the audit row, through the workspace, as every ops notebook writes it

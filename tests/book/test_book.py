@@ -274,3 +274,118 @@ def test_notebook_renderer_charts_draw_after_the_deferred_plotly_js():
     shown = out[0]["data"]["text/html"]
     script = shown[shown.index("<script"):]
     assert script.index("DOMContentLoaded") < script.index("Plotly.newPlot") < script.index("});</script>")
+
+
+def _summary():
+    from retail_lakehouse.ops.summary import Summary, command
+
+    return Summary(
+        "job_failure_triage", "HELD", "Job retail_ingestion run 7 ended FAILED",
+        "source unreachable: " + "the store database could not be opened by ingest_orders " * 4,
+        "failed tasks ingest_orders, ingest_items;\n  unable to open database file",
+        command("data_freshness", env="local", ops_run_id="<OPS_RUN_ID>"),
+        "Repair 3 of run 7 reran ingest_orders: the run now ended SUCCESS - the fix held.",
+    )
+
+
+def test_summary_prints_wrapped_between_words_and_parses_back():
+    from retail_lakehouse.ops.summary import WIDTH, Summary
+
+    s = _summary()
+    text = s.text()
+    assert text.splitlines()[0] == "===== SUMMARY of job_failure_triage: HELD ====="
+    assert [line.split()[0] for line in text.splitlines()[1:] if line[:1].isupper()][:3] == [
+        "SYMPTOM", "DIAGNOSIS", "EVIDENCE"]
+    assert all(len(line) <= WIDTH for line in text.splitlines() if not line.startswith(("EVIDENCE", "=")))
+    words = set(s.diagnosis.split())
+    for line in text.splitlines():  # never a word cut in two by the wrapping
+        if line.startswith(("DIAGNOSIS", " ")) and "-p" not in line:
+            assert set(line.replace("DIAGNOSIS", "").split()) <= words | {"\\"}, line
+    assert "\n" not in s.evidence  # evidence in one line
+    assert Summary.parse("noise before\n" + text + "\nnoise after") == s
+    assert Summary.parse("no summary here") is None
+
+
+def test_summary_evidence_is_cut_at_a_word_boundary():
+    from retail_lakehouse.ops.summary import EVIDENCE_CHARS, one_line
+
+    text = " ".join(["quarantined"] * 100)
+    cut = one_line(text)
+    assert len(cut) <= EVIDENCE_CHARS and cut.endswith(" ...")
+    assert set(cut.removesuffix(" ...").split()) == {"quarantined"}
+
+
+def test_prepare_for_site_puts_the_summary_box_first():
+    s = _summary()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("x = 1", outputs=[nbformat.v4.new_output("stream", name="stdout", text="early\n")]),
+        nbformat.v4.new_code_cell(
+            "jft.summary_of(outcome, env=params.env).show()",
+            metadata={"tags": ["summary"]},
+            outputs=[nbformat.v4.new_output("stream", name="stdout", text=s.text() + "\n")],
+        ),
+    ]
+    record = runs.RunRecord(drill="failed_job", notebook="job_failure_triage", key="k", parameters={})
+    first = runs.prepare_for_site(nb, record).cells[0].source
+    assert first.startswith("# Example run:")
+    box, note = first.index("````{admonition} Summary: held"), first.index("How this run was made")
+    assert box < note
+    assert ":class: tip summary-box" in first and "**Next step:**\n```bash\npapermill ops_notebooks/data_freshness" in first
+    assert "\\<OPS\\_RUN\\_ID\\>" not in first  # commands stay verbatim in their code block
+    assert "<OPS_RUN_ID>" in first
+
+
+TRACE = (
+    "Traceback (most recent call last):\n"
+    '  File "<repo>/lib/retail_lakehouse/pipeline/ingest.py", line 10, in ingest\n'
+    "    con = sqlite3.connect(path)\n"
+    '  File "<venv>/lib/python3.11/site-packages/pyspark/sql/session.py", line 99, in sql\n'
+    "    return self._call(x)\n"
+    '  File "<venv>/lib/python3.11/site-packages/pyspark/sql/utils.py", line 12, in deco\n'
+    "    raise converted\n"
+    "sqlite3.OperationalError: unable to open database file\n"
+)
+
+
+def test_tracebacks_are_shown_once_with_installed_frames_collapsed():
+    text = "--- ingest_orders\n" + TRACE + "--- ingest_items\n" + TRACE
+    out = runs.dedupe_tracebacks(text)
+    assert out.count("Traceback (most recent call last):") == 1
+    assert "(the same traceback as above: sqlite3.OperationalError: unable to open database file)" in out
+    assert "site-packages" not in out and "... 2 frame(s) in installed packages ..." in out
+    assert "pipeline/ingest.py" in out and "--- ingest_items" in out
+    # across outputs of one page too
+    seen: set[str] = set()
+    outputs = [{"output_type": "stream", "name": "stdout", "text": TRACE}] * 2
+    shown = runs.readable_outputs(outputs, seen)
+    assert "Traceback" in shown[0]["text"] and "Traceback" not in shown[1]["text"]
+    error = {"output_type": "error", "ename": "E", "evalue": "v",
+             "traceback": ["\x1b[0;31mE\x1b[0m", 'File <venv>/lib/python3.11/site-packages/x.py:3, in f', "E: v"]}
+    assert runs.readable_outputs([error])[0]["traceback"] == [
+        "\x1b[0;31mE\x1b[0m", "  ... 1 frame(s) in installed packages ...", "E: v"]
+
+
+def test_wide_tables_keep_their_first_columns_with_a_caption():
+    import pandas as pd
+
+    wide = pd.DataFrame([{f"c{i}": i for i in range(12)} | {"note": "word " * 80}])
+    html = runs.trim_table(wide.to_html())
+    assert "<caption>1 row(s); the first 8 of 13 columns (left out: c8, c9, c10, c11, note;" in html
+    assert "<th>c7</th>" in html and "<th>c8</th>" not in html and html.count("<td>") == 8
+    narrow = runs.trim_table(pd.DataFrame({"a": [1, 2], "text": ["x " * 150, "y"]}).to_html())
+    assert "<caption>2 row(s), 2 column(s)</caption>" in narrow
+    cell = re.search(r"<td>(x [^<]*)</td>", narrow).group(1)
+    assert cell.endswith(" ...") and len(cell) <= runs.MAX_CELL_CHARS and "x x" in cell
+
+
+def test_production_commands_name_the_ops_run_and_the_failed_job_run():
+    inspected = {
+        "env": INSPECTED["env"],
+        "ops_run_id": {"name": "ops_run_id", "inferred_type_name": "str", "default": '"manual"', "help": "ops run"},
+        "job_run_id": {"name": "job_run_id", "inferred_type_name": "str", "default": '""', "help": "failed run"},
+    }
+    record = runs.RunRecord(drill="failed_job", notebook="job_failure_triage", key="k",
+                            parameters={"env": "local", "job_run_id": "17", "action": "retry", "dry_run": False})
+    prod = pages.production_parameters(inspected, [record])
+    assert prod == {"env": "prod", "ops_run_id": "<OPS_RUN_ID>", "job_run_id": "<JOB_RUN_ID>", "action": "<ACTION>"}

@@ -53,8 +53,8 @@ def test_oom_drill_diagnosed(demo_lakehouse, tmp_path):
 
     result = drills.run("oom")
     assert result.facts["result_state"] == "FAILED"
-    with pytest.raises(Exception, match="run_id"):
-        run_notebook("diagnose_oom", tmp_path, env="local", run_id="1; DROP TABLE x")
+    with pytest.raises(Exception, match="job_run_id"):
+        run_notebook("diagnose_oom", tmp_path, env="local", job_run_id="1; DROP TABLE x")
     text = run_notebook("diagnose_oom", tmp_path, **result.parameters)
     assert "DIAGNOSIS (collect_to_driver)" in text
     assert "collect_order_items" in text and "r5.2xlarge" in text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
@@ -50,7 +52,7 @@ def test_query_id_is_checked():
         dsq.check_query_id("x'; DROP TABLE t")
 
 
-def test_small_files_slow_query_drill_diagnosed(demo_lakehouse, tmp_path):
+def test_small_files_slow_query_drill_diagnosed_and_fixed(demo_lakehouse, tmp_path):
     from retail_lakehouse.sandbox import drills
     from retail_lakehouse.sandbox.drills import _local
 
@@ -58,25 +60,29 @@ def test_small_files_slow_query_drill_diagnosed(demo_lakehouse, tmp_path):
     assert result.facts["files"] >= 100
     with pytest.raises(Exception, match="unknown table"):
         run_notebook("diagnose_slow_query", tmp_path, env="local", table="orders_typo")
-    text = run_notebook("diagnose_slow_query", tmp_path, **result.parameters)
-    assert "DIAGNOSIS (small_files)" in text
-    assert "DRY_RUN" in set(audit_rows("diagnose_slow_query")["outcome"])
+    with pytest.raises(Exception, match="confirm"):
+        run_notebook("diagnose_slow_query", tmp_path, **{**result.parameters, "env": "prod"})
     # From a query id of the warehouse's query history (the history lives in the workspace the drill used).
     from retail_lakehouse.databricks.workspace import connect
 
     w = connect("local")
     tdef, queries = dsq.resolve_target(w, "", result.facts["query_ids"][0], env="local")
-    assert tdef.ref == "silver.orders"
-    _, queries = dsq.resolve_target(w, "silver.orders", "", env="local")
+    assert tdef.ref == "gold.fact_sales"
+    _, queries = dsq.resolve_target(w, "gold.fact_sales", "", env="local")
     d = dsq.diagnose(w, tdef, queries, env="local")
-    assert d.cause == "small_files" and d.filters.get("customer_id", 0) >= 1
-    assert "ZORDER BY (customer_id)" in d.recommendations["recommendation"].iloc[0]
-    # Leave the lakehouse healthy for the other tests: compact what the drill scattered.
+    assert d.cause == "small_files" and d.filters.get("customer_sk", 0) >= 1
+    assert "ZORDER BY (customer_sk)" in d.recommendations["recommendation"].iloc[0]
+    assert dsq.zorder_columns(d) == ["customer_sk"]
+    # The engineer's run: diagnose, OPTIMIZE ZORDER BY customer_sk, the slow queries timed before and after.
+    text = run_notebook("diagnose_slow_query", tmp_path, **result.parameters)
+    assert "DIAGNOSIS (small_files)" in text and "OPTIMIZE held" in text
+    summary = text[text.index("===== SUMMARY of diagnose_slow_query: HELD ====="):]
+    assert re.search(r"slow queries [0-9.]+ s -> [0-9.]+ s", summary)
+    assert _local.count("gold.fact_sales") == result.facts["rows"]
     from retail_lakehouse.databricks.statements import run_sql
-    from retail_lakehouse.databricks.workspace import connect
 
-    run_sql(connect("local"), f"OPTIMIZE {_local.full('silver.orders')}")
-    assert _local.count("silver.orders") == result.facts["rows"]
+    assert int(run_sql(w, f"DESCRIBE DETAIL {_local.full('gold.fact_sales')}")["numFiles"].iloc[0]) < result.facts["files"]
+    assert "SUCCESS" in set(audit_rows("diagnose_slow_query")["outcome"])
 
 
 def test_query_id_served_by_another_process(demo_lakehouse, tmp_path):

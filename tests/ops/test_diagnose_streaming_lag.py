@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
@@ -21,6 +23,12 @@ def _progress(runs: list[list[int]], duration_ms: int = 500, trigger_ms: int = 6
                          "numRowsBehind": outstanding * 20, "sources": "[]"})
             batch += 1
     return pd.DataFrame(rows)
+
+
+def test_lag_in_minutes_is_rows_behind_over_the_pace():
+    """Rows behind / rows taken per trigger x trigger interval: 600 rows at 100 rows per 60 s trigger = 6 min."""
+    assert lag._minutes(600, 100, 60_000) == 6.0
+    assert lag._minutes(600, 0, 60_000) is None
 
 
 def test_growing_backlog_is_lag_with_a_raise_of_max_files():
@@ -60,4 +68,7 @@ def test_stream_lag_drill_diagnosed(demo_lakehouse, tmp_path):
     text = run_notebook("diagnose_streaming_lag", tmp_path, **result.parameters)
     assert "DIAGNOSIS (backlog_growing)" in text
     assert "maxFilesPerTrigger from 1" in text
+    summary = text[text.index("===== SUMMARY of diagnose_streaming_lag: DIAGNOSED ====="):]
+    assert re.search(r"SYMPTOM    stream pos_events behind by about [0-9.]+ minutes at its peak", summary)
+    assert "papermill ops_notebooks/diagnose_streaming_lag.ipynb" in summary
     assert "DRY_RUN" in set(audit_rows("diagnose_streaming_lag")["outcome"])

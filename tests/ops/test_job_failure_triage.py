@@ -67,6 +67,10 @@ def test_failed_job_triaged_and_repaired(demo_lakehouse, tmp_path):
     text = run_notebook("job_failure_triage", tmp_path, **{**result.parameters, "dry_run": False})
     assert "DIAGNOSIS (source_unreachable)" in text
     assert "the fix held" in text
+    # The verdict, last: the repaired run's outcome and the next command.
+    summary = text[text.index("===== SUMMARY of job_failure_triage: HELD ====="):]
+    assert "SYMPTOM    Job retail_ingestion run" in summary and "OUTCOME    Repair" in summary
+    assert "papermill ops_notebooks/data_freshness.ipynb" in summary
     t = jrt.triage(connect("local"), str(result.facts["run_id"]))
     assert t.result_state == "SUCCESS" and not t.failed
     rows = audit_rows("job_failure_triage")
@@ -85,7 +89,7 @@ RUN = "scheduled__2024-01-05T02:00:00+00:00"
         ({"dag_id": "retail_ingestion", "dag_run_id": ""}, "dag_run_id"),
         ({"dag_id": "", "dag_run_id": RUN}, "dag_id"),
         ({"dag_id": "retail_ingestion", "dag_run_id": "x/../../etc"}, "dag_run_id"),
-        ({"dag_id": "retail_ingestion", "dag_run_id": RUN, "run_id": "12"}, "dag_id"),
+        ({"dag_id": "retail_ingestion", "dag_run_id": RUN, "job_run_id": "12"}, "dag_id"),
         ({"dag_id": "retail_ingestion", "dag_run_id": RUN, "action": "retry"}, "action"),
     ],
 )
@@ -221,7 +225,7 @@ def test_triage_of_a_dag_run_reads_tries_and_the_databricks_run_of_each(tmp_path
     frame = t.tries_frame()
     assert list(frame["databricks_run_id"]) == [11, 22] and str(frame["start_date"].dtype).startswith("datetime64")
     assert "try 2 of 2" in t.summary() and "Databricks run 11" in t.summary()
-    assert task.diagnosis.endswith("-p run_id 22 -p env prod")
+    assert task.diagnosis.endswith("-p job_run_id 22 -p env prod")
     # without a workspace, the cause comes from Airflow's log
     cause = jft.diagnose_dag_run(t, None)
     assert (cause.category, cause.source, cause.databricks_run_id) == ("source_unreachable", "airflow log", 22)
@@ -293,7 +297,7 @@ def test_notebook_with_airflow_unreachable_fails_clearly_and_is_audited(demo_lak
 def test_request_checks_the_parameters_together(monkeypatch):
     from retail_lakehouse.core.errors import ConfigError, ConfirmationRequired
 
-    r = jft.make_request(env="local", run_id="12", action="retry", dry_run=True)
+    r = jft.make_request(env="local", job_run_id="12", action="retry", dry_run=True)
     assert (r.job_or_run, r.dag, r.operation, r.changes_nothing) == ("12", None, "triage:retry", True)
     assert not jft.make_request(env="local", action="retry", dry_run=False).changes_nothing
     with pytest.raises(ConfirmationRequired):

@@ -15,17 +15,18 @@ from tests.ops._helpers import ROOT
 
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "ops_notebooks").glob("*.ipynb"))
 TODAY = dt.datetime.now(dt.UTC).date()
-BASE = {"env": "local", "run_id": "manual"}
+BASE = {"env": "local", "ops_run_id": "manual"}
 # What each notebook's audit row records for its defaults (as the notebooks built it by hand before).
 DEFAULT_AUDIT = {
     "backfill": {**BASE, "table": "silver.orders", "start_date": dt.date(2024, 1, 1), "end_date": dt.date(2024, 1, 2),
                  "layers": ["silver", "gold"], "check_quality": True, "dry_run": True, "confirm": False},
     "cost_review": {**BASE, "start_date": TODAY - dt.timedelta(days=29), "end_date": TODAY, "include_storage": True},
     "data_freshness": {**BASE, "as_of": None, "fail_on_stale": False},
-    "diagnose_oom": {"env": "local", "run_id": "", "job": ""},
-    "diagnose_slow_query": {**BASE, "table": "silver.orders", "query_id": ""},
+    "diagnose_oom": {**BASE, "job_run_id": "", "job": ""},
+    "diagnose_slow_query": {**BASE, "table": "gold.fact_sales", "query_id": "", "action": "none", "dry_run": True,
+                            "confirm": False},
     "diagnose_streaming_lag": {**BASE, "stream": "pos_events", "max_files_per_trigger": 0, "last_runs": 3},
-    "job_failure_triage": {"env": "local", "run_id": "", "job": "", "dag_id": "", "dag_run_id": "", "action": "none",
+    "job_failure_triage": {**BASE, "job_run_id": "", "job": "", "dag_id": "", "dag_run_id": "", "action": "none",
                            "dry_run": True, "confirm": False},
     "optimize": {**BASE, "table": "gold.fact_sales", "where": "", "zorder_by": [], "vacuum": False,
                  "retention_hours": 168, "dry_run": True, "confirm": False},
@@ -97,7 +98,7 @@ def test_procedure_checks_run_on_read():
     with pytest.raises(ParameterError, match="not a silver table built by rules"):
         spec("schema_evolution").read(namespace("schema_evolution", table="orders_quarantine"))
     with pytest.raises(ParameterError, match="is not rebuilt by"):
-        spec("rebuild_from_source").read(namespace("rebuild_from_source", table="bronze.orders"))
+        spec("rebuild_from_source").read(namespace("rebuild_from_source", table="bronze.pos_events"))
     with pytest.raises(ParameterError, match="action"):
         spec("job_failure_triage").read(namespace("job_failure_triage", action="rerun-everything"))
     with pytest.raises(ParameterError, match="stream"):
@@ -107,8 +108,34 @@ def test_procedure_checks_run_on_read():
 def test_a_query_id_replaces_the_table():
     dsq = spec("diagnose_slow_query")
     p = dsq.read(namespace("diagnose_slow_query", table="not a table", query_id="01ef-abc"))
-    assert p.table is None and p.audit == {**BASE, "table": None, "query_id": "01ef-abc"}
+    assert p.table is None and p.audit == {**BASE, "table": None, "query_id": "01ef-abc", "action": "none",
+                                           "dry_run": True, "confirm": False}
     with pytest.raises(ParameterError, match="query id"):
         dsq.read(namespace("diagnose_slow_query", query_id="1; DROP TABLE x"))
     with pytest.raises(ParameterError, match="table"):
         dsq.read(namespace("diagnose_slow_query", table="orders_typo"))
+
+
+# Ops notebooks another change is adding right now (onboarding, alerts review): their summary and
+# ops_run_id come with them; every other ops notebook must have both.
+PENDING = {"onboard_source", "alerts_review"}
+WITH_SUMMARY = [n for n in NOTEBOOKS if n not in PENDING]
+
+
+@pytest.mark.parametrize("notebook", WITH_SUMMARY)
+def test_the_last_cell_prints_the_summary(notebook):
+    """The verdict is the notebook's last output: a cell tagged `summary` that only calls the module."""
+    nb = nbformat.read(ROOT / "ops_notebooks" / f"{notebook}.ipynb", as_version=4)
+    last = nb.cells[-1]
+    assert last.cell_type == "code" and "summary" in last.metadata.get("tags", [])
+    assert ".summary_of(" in last.source and ".show()" in last.source.splitlines()[0]
+    assert hasattr(importlib.import_module(f"retail_lakehouse.ops.{notebook}"), "summary_of")
+
+
+@pytest.mark.parametrize("notebook", WITH_SUMMARY)
+def test_run_ids_say_what_they_are(notebook):
+    """`ops_run_id` is this ops run (the audit row); `job_run_id` the failed Databricks run; no bare run_id."""
+    declared = papermill.inspect_notebook(str(ROOT / "ops_notebooks" / f"{notebook}.ipynb"))
+    assert "ops_run_id" in declared and "run_id" not in declared
+    if notebook in ("job_failure_triage", "diagnose_oom"):
+        assert "job_run_id" in declared

@@ -17,13 +17,14 @@ def test_create_statement_has_registry_partitioning_and_properties():
     assert "PARTITIONED BY (date_key)" in sql and "TBLPROPERTIES (" in sql and "'quality' = 'gold'" in sql
 
 
-@pytest.mark.parametrize(("ref", "want"), [("silver.orders", {"pipeline": "silver", "source": "orders"}),
+@pytest.mark.parametrize(("ref", "want"), [("bronze.orders", {"pipeline": "bronze", "source": "store_oltp.orders"}),
+                                           ("silver.orders", {"pipeline": "silver", "source": "orders"}),
                                            ("gold.fact_sales", {"pipeline": "gold.fact_sales"})])
 def test_watermark_filter(ref, want):
     assert rebuild.watermark_filter(registry().get(ref)) == want
 
 
-@pytest.mark.parametrize("ref", ["bronze.orders", "silver.orders_quarantine", "monitoring.watermarks"])
+@pytest.mark.parametrize("ref", ["bronze.pos_events", "silver.orders_quarantine", "monitoring.watermarks"])
 def test_watermark_filter_refuses_tables_the_job_does_not_build(ref):
     with pytest.raises(ParameterError, match="is not rebuilt by"):
         rebuild.watermark_filter(registry().get(ref))
@@ -50,7 +51,7 @@ def test_deleted_table_rebuilt(demo_lakehouse, tmp_path):
     with pytest.raises(Exception, match="is not a table name"):
         run_notebook("rebuild_from_source", tmp_path, **{**result.parameters, "table": "orders; DROP TABLE x"})
     with pytest.raises(Exception, match="is not rebuilt by"):
-        run_notebook("rebuild_from_source", tmp_path, **{**result.parameters, "table": "bronze.orders"})
+        run_notebook("rebuild_from_source", tmp_path, **{**result.parameters, "table": "bronze.pos_events"})
     from retail_lakehouse import engine
     from retail_lakehouse.core.config import load_settings
 
@@ -63,3 +64,20 @@ def test_deleted_table_rebuilt(demo_lakehouse, tmp_path):
     assert list(audit["outcome"]) == ["DRY_RUN", "SUCCESS"]  # bad parameters stopped before the audited run
     changed = audit[audit["outcome"] == "SUCCESS"]["tables_changed"].iloc[-1]
     assert "fact_sales" in changed and "watermarks" in changed
+
+
+def test_job_for_bronze_is_the_ingestion():
+    assert rebuild.job_for(registry().get("bronze.stores")) == "retail_ingestion"
+    assert rebuild.job_for(registry().get("gold.fact_sales")) == "retail_transformation"
+
+
+def test_lost_bronze_table_re_ingested_from_the_source(demo_lakehouse, tmp_path):
+    """bronze.stores dropped: recreated, its bronze watermark reset, re-read from the store database."""
+    from retail_lakehouse import engine
+    from retail_lakehouse.sandbox.drills import _local
+
+    keys = _local.table("bronze.stores").to_pandas()["store_id"].nunique()
+    engine.sql(f"DROP TABLE {_local.full('bronze.stores')}", env="local").collect()
+    text = run_notebook("rebuild_from_source", tmp_path, env="local", table="bronze.stores", dry_run=False)
+    assert "===== SUMMARY of rebuild_from_source: HELD =====" in text and "retail_ingestion" in text
+    assert _local.table("bronze.stores").to_pandas()["store_id"].nunique() == keys

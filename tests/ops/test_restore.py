@@ -51,6 +51,8 @@ def test_bad_write_restored(demo_lakehouse, tmp_path):
     text = run_notebook("restore", tmp_path, **result.parameters)
     assert f"target version {facts['good_version']}" in text and "gold.agg_daily_sales" in text
     assert "OUTCOME HELD" in text
+    summary = text[text.index("===== SUMMARY of restore: HELD ====="):]
+    assert "reprocess_downstream True" in summary and f"-p version {facts['good_version']}" in summary
     assert _local.count("gold.fact_sales") == facts["good_rows"]
     audit = audit_rows("restore")
     assert {"DRY_RUN", "SUCCESS"} <= set(audit["outcome"])

@@ -169,6 +169,17 @@ def test_the_old_hand_written_counts_are_caught():
         assert _EVERY.search(para) and _stated(para) == [("attempts", 3, "3 attempts")]
 
 
+def test_local_runner_retries_like_databricks():
+    """A task without max_retries is tried once locally, as on Databricks; a declared count is kept."""
+    from retail_lakehouse.databricks.bundle import TaskSpec
+    from retail_lakehouse.jobs import runner
+
+    assert runner.attempts(TaskSpec("t")) == 1
+    assert runner.attempts(TaskSpec("t", max_retries=2)) == 3
+    text = " ".join((BOOK / "failure_handling.md").read_text().split())
+    assert "a task without it is tried once, not retried, on Databricks and by `lakehouse run` alike" in text
+
+
 def test_failure_chapter_points_to_where_retries_are_declared():
     text = (BOOK / "failure_handling.md").read_text()
     assert "max_retries" in text and "databricks.yml" in text and "airflow/dags/_retail_common.py" in text

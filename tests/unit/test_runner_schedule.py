@@ -90,8 +90,8 @@ def test_attempts_from_max_retries(spec, attempts):
     assert runner.attempts(spec) == attempts
 
 
-def test_the_runbook_default_is_three_attempts():
-    assert runner.DEFAULT_ATTEMPTS == 3 and runner.DEFAULT_BACKOFF_SECONDS == 2.0
+def test_the_default_is_one_attempt_as_on_databricks():
+    assert runner.DEFAULT_ATTEMPTS == 1 and runner.DEFAULT_BACKOFF_SECONDS == 2.0
 
 
 class _Recorder:

@@ -51,7 +51,7 @@ def alert_for(run: JobRun) -> alerts.Alert:
             "job_failure_triage",
             f"runs/job_failure_triage-{run.run_id}.ipynb",
             env=run.env,
-            run_id=workspace_run_id(run.run_id) if run.env == "local" else run.run_id,
+            job_run_id=workspace_run_id(run.run_id) if run.env == "local" else run.run_id,
             job=run.job_name,
         ),
     )

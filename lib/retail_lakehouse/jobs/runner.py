@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 TaskState = Literal["SUCCESS", "FAILED", "UPSTREAM_FAILED", "EXCLUDED", "CANCELED"]
 JobState = Literal["RUNNING", "SUCCESS", "FAILED", "CANCELED"]
 
-DEFAULT_ATTEMPTS = 3  # the runbook's promise: a failed task is tried three times
+DEFAULT_ATTEMPTS = 1  # as on Databricks: a task without max_retries is tried once (no retry)
 DEFAULT_BACKOFF_SECONDS = 2.0
 MAX_ERROR_CHARS = 2000
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -516,7 +516,7 @@ def _describe(exc: Exception) -> tuple[str, str]:
 
 
 def attempts(spec: TaskSpec) -> int:
-    """How many times a task runs at most (its max_retries + 1; the runbook's 3 by default)."""
+    """How many times a task runs at most (its max_retries + 1; once by default, as on Databricks)."""
     if spec.max_retries is not None and spec.max_retries >= 0:
         return spec.max_retries + 1
     # A chained job retries inside its own tasks; retrying the whole job is opt-in.

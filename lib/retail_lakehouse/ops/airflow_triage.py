@@ -70,14 +70,14 @@ class AirflowApiError(LakehouseError):
         self.status, self.path = status, path
 
 
-def dag_target(dag_id: str, dag_run_id: str, *, job: str = "", run_id: str = "", action: str = "none") -> tuple[str, str] | None:
+def dag_target(dag_id: str, dag_run_id: str, *, job: str = "", job_run_id: str = "", action: str = "none") -> tuple[str, str] | None:
     """Validate the notebook's Airflow parameters, before anything is touched.
 
     Args:
         dag_id: the DAG, e.g. ``retail_ingestion``; empty for a Databricks job run (no Airflow).
         dag_run_id: the DAG run, e.g. ``scheduled__2024-01-05T02:00:00+00:00``.
         job: the notebook's `job` (must be empty with a DAG run).
-        run_id: the notebook's Databricks `run_id` (must be empty with a DAG run).
+        job_run_id: the notebook's Databricks `job_run_id` (must be empty with a DAG run).
         action: the notebook's `action` (only `none` with a DAG run: Airflow retries by clearing).
 
     Returns:
@@ -99,8 +99,8 @@ def dag_target(dag_id: str, dag_run_id: str, *, job: str = "", run_id: str = "",
                              "(its Run Id in the Airflow UI, e.g. scheduled__2024-01-05T02:00:00+00:00)")
     if not _DAG_RUN_ID.match(run):
         raise ParameterError("dag_run_id", f"{run!r} is not an Airflow run id (letters, digits, '_.~:+-')")
-    if str(job or "").strip() or str(run_id or "").strip():
-        raise ParameterError("dag_id", "give either dag_id/dag_run_id (an Airflow DAG run) or job/run_id "
+    if str(job or "").strip() or str(job_run_id or "").strip():
+        raise ParameterError("dag_id", "give either dag_id/dag_run_id (an Airflow DAG run) or job/job_run_id "
                              "(a Databricks job run), not both")
     if action != "none":
         raise ParameterError("action", "a DAG run is retried by clearing its failed task in Airflow (the triage "
@@ -292,7 +292,7 @@ class TaskTriage:
             return None
         return (
             f"papermill {TRIAGE_NOTEBOOK} triage_{self.databricks_run_id}.ipynb "
-            f"-p run_id {self.databricks_run_id} -p env {self.env}"
+            f"-p job_run_id {self.databricks_run_id} -p env {self.env}"
         )
 
 

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from retail_lakehouse.core.tables import TableDef
     from retail_lakehouse.ops.audit import AuditRecord
+    from retail_lakehouse.ops.summary import Summary
 
 LAYERS = ("bronze", "silver", "gold")
 MAX_DAYS = 366
@@ -325,3 +326,22 @@ def run(
 def summary(outcome: BackfillOutcome) -> dict[str, Any]:
     """A short dict for the audit record's details."""
     return {"run_id": outcome.run_id, "held": outcome.held, "problems": outcome.problems[:20]}
+
+
+def summary_of(outcome: BackfillOutcome, p: BackfillPlan, params: Any) -> Summary:
+    """The notebook's summary (its last cell): the days rebuilt, rows before and after, quality."""
+    from retail_lakehouse.ops.summary import as_parameters, command, of_change
+
+    rows = lambda f: int(f["rows"].sum()) if len(f) and "rows" in f else 0  # noqa: E731
+    empty = sorted({str(d) for d in outcome.before.loc[outcome.before["rows"] == 0, "day"]}) if len(outcome.before) else []
+    return of_change(
+        "backfill", env=p.env, dry_run=outcome.dry_run, held=outcome.held,
+        symptom=f"{p.tdef.ref} missing or wrong for {p.start}..{p.end}",
+        diagnosis=f"Rebuild {', '.join(p.tables)} for {p.start}..{p.end} with tasks {', '.join(p.tasks)}"
+                  + (f"; days with no rows before: {', '.join(empty)}" if empty else "") + ".",
+        evidence=f"rows in the range {rows(outcome.before)} before, {rows(outcome.after)} after"
+                 + (f"; run {outcome.run_id}" if outcome.run_id else "")
+                 + (f"; problems: {'; '.join(outcome.problems[:3])}" if outcome.problems else ""),
+        message=outcome.message, parameters=as_parameters(params),
+        after="# check the dashboards' tables are fresh again:\n" + command("data_freshness", env=p.env),
+    )

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from databricks.sdk import WorkspaceClient
 
+    from retail_lakehouse.ops.summary import Summary
+
 __all__ = [
     "ASSUMPTIONS",
     "PARAMETERS",
@@ -300,6 +302,26 @@ class CostReview:
     recommendations: pd.DataFrame
     diagnosis: str
     extra_info: dict[str, Any] = field(default_factory=dict)
+    previous: pd.DataFrame | None = None  # usage of the previous period of the same length
+
+    @property
+    def previous_cost(self) -> float:
+        return float(self.previous["list_cost"].sum()) if self.previous is not None and len(self.previous) else 0.0
+
+    def comparison(self) -> pd.DataFrame:
+        """List cost per job: this period, the previous period of the same length, and the change."""
+        import pandas as pd
+
+        def per_job(records: pd.DataFrame | None) -> pd.Series:
+            if records is None or records.empty:
+                return pd.Series(dtype=float)
+            return records.groupby("job_name")["list_cost"].sum()
+
+        now, before = per_job(self.records), per_job(self.previous)
+        out = pd.DataFrame({"this_period_usd": now, "previous_period_usd": before}).fillna(0.0)
+        out["change_usd"] = out["this_period_usd"] - out["previous_period_usd"]
+        out = out.round(4).sort_values("change_usd", ascending=False).rename_axis("job_name").reset_index()
+        return out
 
     @property
     def total_cost(self) -> float:
@@ -320,6 +342,8 @@ def review(w: WorkspaceClient, start: dt.date, end: dt.date, *, env: str, includ
         # The storage review (two statements per table) is independent of usage and clusters: overlap them.
         sizing = pool.submit(storage, w, env=env) if include_storage else None
         records = usage(w, start, end, env=env)
+        span = end - start + dt.timedelta(days=1)
+        previous = usage(w, start - span, start - dt.timedelta(days=1), env=env)  # week over week, month over month
         parts = summarize(records)
         extra = extra_runs(records, expected_per_day=int(ASSUMPTIONS["expected_runs_per_day"]))
         clusters = cluster_findings(w)
@@ -338,9 +362,33 @@ def review(w: WorkspaceClient, start: dt.date, end: dt.date, *, env: str, includ
         if len(extra):
             diagnosis += (f" {int(extra['extra_runs'].sum())} run(s) beyond the daily schedule, led by "
                           f"{extra.groupby('job_name')['extra_cost'].sum().idxmax()}.")
+    before = float(previous["list_cost"].sum()) if len(previous) else 0.0
+    change = f"{(total - before) / before:+.0%}" if before else "no usage then"
+    diagnosis += (f" Previous {days} days ({start - span}..{start - dt.timedelta(days=1)}): ${before:.4f} "
+                  f"({change}).")
     result = CostReview(start, end, records, parts["by_job"], parts["by_cluster"], parts["by_sku"], parts["by_day"],
-                        extra, clusters, store, recs, diagnosis)
+                        extra, clusters, store, recs, diagnosis, previous=previous)
     from retail_lakehouse.ops import incident_alerts
 
     incident_alerts.cost(result, env=env)  # over the env's budget (alerts.budgets): alert cost:<period>
     return result
+
+
+def summary_of(r: CostReview, *, env: str) -> Summary:
+    """The notebook's summary (its last cell): the spend against the previous period, the top saving."""
+    from retail_lakehouse.ops.summary import Summary, command
+
+    days = (r.end - r.start).days + 1
+    before = r.previous_cost
+    change = f"{(r.total_cost - before) / before:+.0%}" if before else "no usage in the previous period"
+    cmp = r.comparison()
+    mover = cmp.iloc[0] if len(cmp) else None
+    evidence = (f"${r.total_cost:.4f} in {r.start}..{r.end} vs ${before:.4f} in the previous {days} days ({change})"
+                + (f"; biggest change {mover['job_name']} {mover['change_usd']:+.4f} USD" if mover is not None else ""))
+    first = r.recommendations.iloc[0] if len(r.recommendations) else None
+    step = (f"# {first['recommendation']} (about ${first['est_monthly_saving_usd']:.4f} a month)\n"
+            if first is not None else "")
+    step += "# then review the next period against this one:\n" + command(
+        "cost_review", env=env, ops_run_id="<OPS_RUN_ID>", start_date="<START_DATE>", end_date="<END_DATE>")
+    return Summary("cost_review", "DIAGNOSED", f"the bill for {r.start}..{r.end} ({days} days)", r.diagnosis,
+                   evidence, step, "Review only; nothing changed.")

@@ -27,6 +27,8 @@ from retail_lakehouse.ops._outcome import Outcome
 if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient
 
+    from retail_lakehouse.ops.summary import Summary
+
 COLUMNS = [
     "table", "full_name", "last_commit", "hours_since_commit", "max_hours_since_commit", "business_date",
     "business_lag_days", "max_business_lag_days", "status", "reason",
@@ -221,3 +223,24 @@ def run(w: WorkspaceClient, env: str, *, as_of: dt.date | None = None, fail_on_s
     outcome = FreshnessOutcome(check(w, env, as_of=as_of), fail_on_stale)
     incident_alerts.freshness(outcome.report, env=env)
     return outcome
+
+
+def summary_of(outcome: FreshnessOutcome, *, env: str) -> Summary:
+    """The notebook's summary (its last cell): which tables miss their SLA, by how much, what to run."""
+    from retail_lakehouse.ops.summary import Summary, command
+
+    report = outcome.report
+    stale_rows = report[report["status"] != "FRESH"]
+    if stale_rows.empty:
+        return Summary("data_freshness", "NOTHING TO DO", "is the data fresh?",
+                       f"All {len(report)} tables meet their freshness SLA.",
+                       f"{len(report)} tables FRESH", "Nothing to do.", "Check only; nothing changed.")
+    first = stale_rows.iloc[0]
+    evidence = "; ".join(f"{r.table} {r.status}: {r.reason}" for r in stale_rows.itertuples())
+    step = (f"# rebuild the missing days of {first['table']} (dry run first):\n"
+            + command("backfill", env=env, ops_run_id="<OPS_RUN_ID>", table=first["table"],
+                      start_date="<FIRST_MISSING_DATE>", end_date="<LAST_MISSING_DATE>"))
+    return Summary("data_freshness", "DIAGNOSED", "dashboards miss recent data",
+                   f"{len(stale_rows)} of {len(report)} table(s) miss their SLA, first {first['table']}: {first['reason']}",
+                   evidence, step,
+                   "Check only; nothing changed." + (" The run fails (fail_on_stale)." if outcome.failed else ""))

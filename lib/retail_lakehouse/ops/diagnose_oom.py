@@ -21,15 +21,16 @@ from typing import TYPE_CHECKING, Any
 from retail_lakehouse.core.params import Param, Parameters
 from retail_lakehouse.ops import cluster_sizing
 from retail_lakehouse.ops.job_run_triage import Triage, triage
+from retail_lakehouse.ops.summary import Summary, command, one_line
 
 if TYPE_CHECKING:
     import pandas as pd
     from databricks.sdk import WorkspaceClient
 
-__all__ = ["PARAMETERS", "OomDiagnosis", "classify_oom", "cluster_settings", "diagnose", "input_tables", "remedies"]
+__all__ = ["PARAMETERS", "OomDiagnosis", "classify_oom", "cluster_settings", "diagnose", "input_tables", "remedies", "summary_of"]
 
 # The notebook's parameters beyond their annotations (see core.params): the run and the job may be empty.
-PARAMETERS = Parameters(run_id=Param(required=False), job=Param(required=False))
+PARAMETERS = Parameters(job_run_id=Param(required=False), job=Param(required=False))
 
 _COLLECT = [r"\.collect\(", r"toPandas\(", r"collectAsList", r"maxResultSize", r"Total size of serialized results",
             r"\.take\(\s*\d{6,}", r"collect to (the )?driver"]
@@ -262,3 +263,27 @@ def diagnose(w: WorkspaceClient, job_or_run: str = "", *, env: str = "local") ->
         f"driver {cluster.get('driver_node_type_id')}; input {_human(input_bytes)}."
     )
     return OomDiagnosis(t, key, kind, evidence, cluster, inputs, remedies(kind, cluster, input_bytes), diagnosis, error)
+
+
+def summary_of(d: OomDiagnosis, *, env: str) -> Summary:
+    """The notebook's summary (its last cell): where memory ran out, the first remedy, how to check it."""
+    t = d.triage
+    if d.task_key is None:
+        nxt = (command("job_failure_triage", env=env, job_run_id=t.run_id) if t.run_id is not None
+               else "Nothing to do.")
+        return Summary("diagnose_oom", "NOTHING TO DO" if t.run_id is None else "DIAGNOSED",
+                       f"Job {t.job_name} run {t.run_id} ended {t.result_state}" if t.run_id else "a job run reported out of memory",
+                       d.diagnosis, t.result_state or "no failed run", nxt, "Diagnosis only; nothing changed.")
+    first = d.remedies.iloc[0] if len(d.remedies) else None
+    step = f"# {one_line(first['remedy'], 300)}\n" if first is not None else ""
+    step += "# then rerun the failed tasks and check the run now succeeds:\n"
+    step += command("job_failure_triage", env=env, job_run_id=t.run_id, action="retry", dry_run=False,
+                    **({"confirm": True} if env in ("qa", "prod") else {}))
+    return Summary(
+        "diagnose_oom", "DIAGNOSED",
+        f"Job {t.job_name} run {t.run_id} ended {t.result_state}: task {d.task_key} ran out of memory",
+        d.diagnosis,
+        d.evidence or (first["evidence"] if first is not None else ""),
+        step,
+        "Diagnosis only; nothing changed.",
+    )

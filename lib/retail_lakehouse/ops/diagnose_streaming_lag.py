@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from databricks.sdk import WorkspaceClient
 
+    from retail_lakehouse.ops.summary import Summary
+
 __all__ = [
     "CATCH_UP_TRIGGERS",
     "MAX_FILES_PER_TRIGGER_CAP",
@@ -147,9 +149,19 @@ def analyze(progress: pd.DataFrame) -> dict[str, Any]:
         "rows_behind_peak": int(max(rows_behind)),
         "bytes_outstanding_last": int(last["numBytesOutstanding"] or 0),
         "mean_rows_per_batch": round(files_per_batch, 1),
+        # Minutes behind: the rows behind over the pace the stream takes them (rows per trigger interval).
+        "minutes_behind_last": _minutes(rows_behind[-1], files_per_batch, float(trigger.iloc[-1])),
+        "minutes_behind_peak": _minutes(max(rows_behind), files_per_batch, float(trigger.iloc[-1])),
         # Lag: a backlog at its peak of several batches' worth, or batches slower than the trigger.
         "lagging": bool(peak >= 3 or over > len(p) / 2 or (len(starts) > 1 and _slope(starts) > 0 and peak > 0)),
     }
+
+
+def _minutes(rows_behind: float, rows_per_batch: float, trigger_ms: float) -> float | None:
+    """Minutes the stream needs, at its pace (rows per trigger interval), to take `rows_behind` rows."""
+    if rows_per_batch <= 0 or trigger_ms <= 0:
+        return None
+    return round(rows_behind / rows_per_batch * trigger_ms / 60000, 1)
 
 
 def rates(progress: pd.DataFrame) -> pd.DataFrame:
@@ -322,7 +334,7 @@ def diagnose(
     else:
         cause = "backlog_growing"
         diagnosis = (f"Stream {stream!r} is lagging: the backlog reached {measures['files_outstanding_peak']} files "
-                     f"({measures['rows_behind_peak']} rows behind) because each micro-batch takes too few files "
+                     f"({measures['rows_behind_peak']} rows, about {measures.get('minutes_behind_peak')} minutes behind) because each micro-batch takes too few files "
                      "(max files per trigger too low) while batches finish well within the trigger.")
     if checkpoint.get("healthy") is False:
         diagnosis += f" Checkpoint: {checkpoint['detail']}."
@@ -331,3 +343,27 @@ def diagnose(
     result = LagDiagnosis(stream, recent, measures, checkpoint, cause, recs, diagnosis)
     incident_alerts.stream_lag(result, env=env)  # lagging: alert stream_lag:<stream>; keeping up: resolve
     return result
+
+
+def summary_of(d: LagDiagnosis, *, env: str) -> Summary:
+    """The notebook's summary (its last cell): how far behind the stream is, in minutes, and the fix."""
+    from retail_lakehouse.ops.summary import Summary, command
+
+    m = d.measures
+    if d.cause == "no_data":
+        return Summary("diagnose_streaming_lag", "NOTHING TO DO", f"stream {d.stream} reported lagging", d.diagnosis,
+                       "no progress rows", "Start the stream (retail_streaming) and run this again.",
+                       "Diagnosis only; nothing changed.")
+    first = d.recommendations.iloc[0] if len(d.recommendations) else None
+    behind = m.get("minutes_behind_peak")
+    symptom = f"stream {d.stream} behind" + (f" by about {behind:g} minutes at its peak" if behind is not None else "")
+    evidence = (f"backlog peak {m.get('files_outstanding_peak')} files / {m.get('rows_behind_peak')} rows, last "
+                f"{m.get('files_outstanding_last')} files; {m.get('batches_over_trigger')}/{m.get('batches')} batches "
+                f"over the {m.get('trigger_interval_ms', 0) / 1000:g} s trigger; minutes behind: peak {behind}, "
+                f"last {m.get('minutes_behind_last')}")
+    step = f"# {first['recommendation']}" if first is not None else "Nothing to do."
+    if d.cause == "backlog_growing":
+        step += ("\n# (retail_streaming's parameters in databricks.yml), redeploy; after its next run check the lag drains:\n"
+                 + command("diagnose_streaming_lag", env=env, ops_run_id="<OPS_RUN_ID>", stream=d.stream))
+    return Summary("diagnose_streaming_lag", "DIAGNOSED" if d.cause != "none" else "NOTHING TO DO", symptom,
+                   d.diagnosis, evidence, step, "Diagnosis only; nothing changed.")

@@ -28,6 +28,7 @@ from retail_lakehouse.ops.job_run_triage import (
     target,
     triage,
 )
+from retail_lakehouse.ops.summary import Summary, command
 
 if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient
@@ -46,12 +47,13 @@ __all__ = [
     "diagnose_dag_run",
     "make_request",
     "run",
+    "summary_of",
 ]
 
 ACTIONS = ("none", "retry")
 # The notebook's parameters beyond their annotations (see core.params): every id may be empty.
 PARAMETERS = Parameters(
-    run_id=Param(required=False),
+    job_run_id=Param(required=False),
     job=Param(required=False),
     dag_id=Param(required=False),
     dag_run_id=Param(required=False),
@@ -203,7 +205,8 @@ class TriageRequest:
 def make_request(
     *,
     env: str,
-    run_id: str = "",
+    ops_run_id: str = "",
+    job_run_id: str = "",
     job: str = "",
     dag_id: str = "",
     dag_run_id: str = "",
@@ -215,7 +218,8 @@ def make_request(
 
     Args:
         env: the lakehouse environment.
-        run_id: the failed Databricks run; empty for the latest failed run of `job`.
+        ops_run_id: this ops run's id in the incident record (the audit row keeps it; unused here).
+        job_run_id: the failed Databricks job run; empty for the latest failed run of `job`.
         job: the job of the run; empty for any job.
         dag_id: the DAG of a failed DAG run; empty to triage a Databricks run.
         dag_run_id: that DAG run's id (required with `dag_id`).
@@ -230,8 +234,8 @@ def make_request(
     """
     from retail_lakehouse.ops.safety import require_confirmation
 
-    dag = at.dag_target(dag_id, dag_run_id, job=job, run_id=run_id, action=action)
-    job_or_run = target(job, run_id)
+    dag = at.dag_target(dag_id, dag_run_id, job=job, job_run_id=job_run_id, action=action)
+    job_or_run = target(job, job_run_id)
     airflow = at.AirflowApi.for_env(env) if dag else None  # address and credentials from the environment
     if action == "retry":
         require_confirmation(env, dry_run=dry_run, confirm=confirm, action="retrying the failed tasks")
@@ -307,7 +311,7 @@ def run(w: WorkspaceClient, request: TriageRequest, *, record: AuditRecord | Non
         details.update(dag_run_audit(dag_run, cause))
         return TriageOutcome(request, cause.databricks if cause else None, dag_run, cause)
     t = triage(w, request.job_or_run)
-    details.update(run_id=t.run_id, category=t.category, failed=t.failed_tasks)
+    details.update(job_run_id=t.run_id, category=t.category, failed=t.failed_tasks)
     fix = None
     if request.action == "retry" and t.failed:
         fix = repair(w, t, dry_run=request.dry_run)
@@ -315,3 +319,54 @@ def run(w: WorkspaceClient, request: TriageRequest, *, record: AuditRecord | Non
         if fix.failed and record is not None:
             record.outcome = "FAILED: the repaired run did not succeed"
     return TriageOutcome(request, t, repair=fix)
+
+
+def summary_of(outcome: TriageOutcome, *, env: str) -> Summary:
+    """The notebook's summary (its last cell): the failed run, its cause, the retry's outcome, what next."""
+    dag_run, t, fix = outcome.dag_run, outcome.triage, outcome.repair
+    if dag_run is not None:
+        cause = outcome.cause
+        if cause is None:
+            return Summary("job_failure_triage", "NOTHING TO DO", f"DAG run {dag_run.dag_id}/{dag_run.run_id} reported",
+                           f"The DAG run is {dag_run.state}; no task failed.", f"state {dag_run.state}",
+                           "Nothing to do.", "Triage only; nothing changed.")
+        task = next(x for x in dag_run.tasks if x.task_id == cause.task_id)
+        c = cause.classification
+        return Summary(
+            "job_failure_triage", "DIAGNOSED",
+            f"DAG run {dag_run.dag_id}/{dag_run.run_id} {dag_run.state}",
+            f"{c.category.replace('_', ' ')}: task {task.task_id} failed at try {task.try_number} of "
+            f"{task.tries_allowed}. {c.next_step}",
+            f"{cause.source}: {c.evidence or 'see the log'}; Databricks run {cause.databricks_run_id}",
+            dag_run.clear_command(task),
+            "Triage only; nothing changed. Retry in Airflow (clear the task) once the cause is fixed.",
+        )
+    assert t is not None
+    if t.run_id is None:
+        return Summary("job_failure_triage", "NOTHING TO DO", "a job run reported as failed", t.diagnosis,
+                       "no failed run among the recent runs", "Nothing to do.", "Triage only; nothing changed.")
+    first = next(iter(t.failed.values()), None)
+    symptom = f"Job {t.job_name} run {t.run_id} ended {t.result_state}"
+    evidence = f"failed tasks {', '.join(t.failed_tasks) or 'none'}; {first.evidence if first else t.result_state}"
+    retry = {"job_run_id": t.run_id, "action": "retry", "dry_run": False}
+    confirm = {"confirm": True} if env in ("qa", "prod") else {}
+    if fix is not None and not fix.dry_run:
+        status = "HELD" if fix.held else "DID NOT HOLD"
+        result = fix.message
+        if fix.held:
+            nxt = command("data_freshness", env=env)  # the retried job's tables are fresh again
+        else:
+            nxt = command("job_failure_triage", env=env, job_run_id=t.run_id)
+    elif fix is not None:
+        status, result = "DRY RUN", fix.message
+        nxt = command("job_failure_triage", env=env, **retry, **confirm)
+    else:
+        status, result = "DIAGNOSED", "Triage only; nothing changed."
+        if first is not None and first.notebook == "diagnose_oom":
+            nxt = command("diagnose_oom", env=env, job_run_id=t.run_id)
+        elif first is not None and first.retry_helps:
+            nxt = command("job_failure_triage", env=env, job_run_id=t.run_id, action="retry")
+        else:
+            nxt = first.next_step if first else "Nothing to do."
+    return Summary("job_failure_triage", status, symptom, f"{t.category.replace('_', ' ')}: {t.diagnosis}",
+                   evidence, nxt, result)

@@ -33,16 +33,16 @@ _FAILED_STATES = {"FAILED", "TIMEDOUT", "CANCELED", "UPSTREAM_FAILED", "MAXIMUM_
 _JOB_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_ .\-]{0,99}$")
 
 
-def target(job: str, run_id: str) -> str:
-    """Validate the notebook's `job` / `run_id` pair; return what `find_run` takes.
+def target(job: str, job_run_id: str) -> str:
+    """Validate the notebook's `job` / `job_run_id` pair; return what `find_run` takes.
 
     Raises:
         ParameterError: a run id that is not a number, or a job name with characters job names do not have.
     """
-    run_text, job_text = str(run_id or "").strip(), str(job or "").strip()
+    run_text, job_text = str(job_run_id or "").strip(), str(job or "").strip()
     if run_text and run_text.lower() != "manual":
         if not run_text.isdigit():
-            raise ParameterError("run_id", f"{run_text!r} is not a run id; use the number from the run's page, "
+            raise ParameterError("job_run_id", f"{run_text!r} is not a run id; use the number from the run's page, "
                                  "or leave it empty for the latest failed run")
         return run_text
     if job_text and not _JOB_NAME.match(job_text):

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from retail_lakehouse.core.tables import TableDef
     from retail_lakehouse.ops.audit import AuditRecord
+    from retail_lakehouse.ops.summary import Summary
 
 MIN_RETENTION_HOURS = 168
 SMALL_FILE_BYTES = 32 * 1024 * 1024  # files under 32 MB count as small (target size is 128 MB-1 GB)
@@ -263,3 +264,23 @@ def run(
         if held else f"OPTIMIZE did not hold: files {before.num_files} -> {after.num_files}, rows {rows_before} -> {rows_after}"
     )
     return OptimizeOutcome(False, sqls, before, after, probe_before, probe_after, metrics, vacuum_files, held, msg)
+
+
+def summary_of(outcome: OptimizeOutcome, params: Any) -> Summary:
+    """The notebook's summary (its last cell): files and the representative query, before and after."""
+    from retail_lakehouse.ops.summary import as_parameters, command, of_change
+
+    b, a = outcome.before, outcome.after
+    pb, pa = outcome.probe_before, outcome.probe_after
+    env = params["env"]
+    return of_change(
+        "optimize", env=env, dry_run=outcome.dry_run, held=outcome.held,
+        symptom=f"slow reads of {outcome.statements[0].split()[1] if outcome.statements else 'the table'}",
+        diagnosis=f"{b.small_files} of {b.num_files} data files are small; OPTIMIZE compacts them"
+                  + (" and Z-orders by " + ", ".join(params["zorder_by"]) if params["zorder_by"] else "") + ".",
+        evidence=f"files {b.num_files} -> {a.num_files}; representative query {pb.seconds}s / {pb.files_read} files "
+                 f"read before, {pa.seconds}s / {pa.files_read} after",
+        message=outcome.message, parameters=as_parameters(params),
+        after="# keep it compact: delta.autoOptimize.optimizeWrite on; check the queries again:\n"
+              + command("diagnose_slow_query", env=env, ops_run_id="<OPS_RUN_ID>", table=params["table"].ref),
+    )

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from databricks.sdk import WorkspaceClient
 
+    from retail_lakehouse.ops.summary import Summary
+
 __all__ = ["ACTIONS", "PARAMETERS", "QUALITY_JOB", "QualityTriage", "failing_rules", "rerun", "summarize_checks", "triage"]
 
 QUALITY_JOB = "retail_data_quality_checks"
@@ -249,3 +251,31 @@ def rerun(w: WorkspaceClient, table: TableDef, *, env: str, dry_run: bool, busin
            f"{len(bad)} check(s) still FAILED: {', '.join(bad['check_name'])}. Fix the data or the rule first.")
     )
     return RerunOutcome(run.run_id, result, checks, held, message)
+
+
+def summary_of(q: QualityTriage, outcome: RerunOutcome | None, params: Any) -> Summary:
+    """The notebook's summary (its last cell): the failed checks, their cause, and the rerun's outcome."""
+    from retail_lakehouse.ops.summary import Summary, as_parameters, command
+
+    env = params["env"]
+    failed = list(q.failed["check_name"]) if len(q.failed) else []
+    evidence = "; ".join(f"{c.check_name} {c.check_status} (metric {c.metric_value}, threshold {c.threshold})"
+                         for c in q.failed.itertuples()) or "every check passed"
+    rerun = {**as_parameters(params), "action": "rerun"}
+    if outcome is not None and not getattr(outcome, "dry_run", False) and outcome.run_id is not None:
+        status = "HELD" if outcome.held else "DID NOT HOLD"
+        nxt = (command("data_freshness", env=env) if outcome.held
+               else "# fix the source rows (see the quarantine sample above), then:\n" + command(
+                   "quality_failure_triage", env=env, **rerun))
+        result = outcome.message
+    elif not failed:
+        status, nxt, result = "NOTHING TO DO", "Nothing to do.", "Triage only; nothing changed."
+    else:
+        status = "DIAGNOSED" if outcome is None else "DRY RUN"
+        nxt = ("# once the cause is fixed upstream, rerun the checks:\n"
+               + command("quality_failure_triage", env=env, **rerun, dry_run=False,
+                         **({"confirm": True} if env in ("qa", "prod") else {})))
+        result = outcome.message if outcome is not None else "Triage only; nothing changed."
+    return Summary("quality_failure_triage", status,
+                   f"quality checks failed on {q.table}" + (f" for {q.day}" if q.day else ""),
+                   q.diagnosis, evidence, nxt, result)

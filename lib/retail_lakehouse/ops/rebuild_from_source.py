@@ -12,7 +12,7 @@ code rebuilds in dev/qa/prod.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
@@ -29,8 +29,10 @@ if TYPE_CHECKING:
 
     from retail_lakehouse.core.tables import TableDef
     from retail_lakehouse.ops.audit import AuditRecord
+    from retail_lakehouse.ops.summary import Summary
 
 JOB = "retail_transformation"
+INGEST_JOB = "retail_ingestion"  # re-ingests a lost bronze table from the source (the system of record)
 WATERMARKS = "monitoring.watermarks"
 # Gold tables whose row count follows from upstream tables: ref -> count query over {name} placeholders.
 _GOLD_EXPECTED = {
@@ -74,7 +76,7 @@ class RebuildPlan:
     @property
     def actions(self) -> list[str]:
         where = ", ".join(f"{k} {v!r}" for k, v in self.watermark_filter.items())
-        return [self.create, f"{self.reset}  -- {where}", f"run job {JOB}"]
+        return [self.create, f"{self.reset}  -- {where}", f"run job {job_for(self.ref.tdef)}"]
 
     def diagnosis(self) -> str:
         if not self.missing:
@@ -106,17 +108,26 @@ def watermark_filter(tdef: TableDef) -> dict[str, str]:
         ParameterError: the table is not rebuilt by the transformation job (bronze, monitoring,
             quarantine); the message says what to do instead.
     """
+    from retail_lakehouse.pipeline.ingest import OLTP_SYSTEM, OLTP_TABLES
     from retail_lakehouse.pipeline.silver import SILVER_TABLES
 
+    if tdef.layer == "bronze" and tdef.name in OLTP_TABLES:
+        return {"pipeline": "bronze", "source": f"{OLTP_SYSTEM}.{tdef.name}"}  # re-read from the store database
     if tdef.layer == "silver" and tdef.name in SILVER_TABLES:
         return {"pipeline": "silver", "source": tdef.name}
     if tdef.layer == "gold":
         return {"pipeline": f"gold.{tdef.name}"}
     raise ParameterError(
-        "table", f"{tdef.ref} is not rebuilt by {JOB}: rebuild_from_source takes silver tables "
-        f"({', '.join(SILVER_TABLES)}) and gold tables; bronze is re-ingested (reset its bronze watermark, run "
-        "retail_ingestion), quarantine tables are refilled by reprocessing their silver table"
+        "table", f"{tdef.ref} is not rebuilt by {JOB} or {INGEST_JOB}: rebuild_from_source takes the bronze tables "
+        f"of the store database ({', '.join(OLTP_TABLES)}), silver tables ({', '.join(SILVER_TABLES)}) and gold "
+        "tables; bronze.pos_events is re-read from the POS landing files (move its stream checkpoint aside, run "
+        f"{INGEST_JOB}), quarantine tables are refilled by reprocessing their silver table"
     )
+
+
+def job_for(tdef: TableDef) -> str:
+    """The job that rebuilds the table: ingestion for bronze (from the source), else the transformation."""
+    return INGEST_JOB if tdef.layer == "bronze" else JOB
 
 
 def check_table(tdef: TableDef) -> TableDef:
@@ -218,12 +229,13 @@ def apply(
         _delta.sql(w, p.reset, p.watermark_filter, env=env)
         if record is not None:
             record.changed(wm_ref.full, wm_before, _delta.version(w, wm_ref))
-    run = run_job(w, JOB, progress=False)
+    job = job_for(p.ref.tdef)
+    run = run_job(w, job, progress=False)
     result = run.state.result_state.value if run.state and run.state.result_state else None
     if record is not None and _delta.exists(w, p.ref):
         record.changed(p.ref.full, None, _delta.version(w, p.ref))
     if result != "SUCCESS":
-        raise LakehouseError(f"rebuild run {run.run_id} of {JOB} ended {result}; see job_failure_triage")
+        raise LakehouseError(f"rebuild run {run.run_id} of {job} ended {result}; see job_failure_triage")
     outcome = verify(w, p)
     outcome.run_id = run.run_id
     return outcome
@@ -242,3 +254,21 @@ def verify(w: WorkspaceClient, p: RebuildPlan) -> RebuildOutcome:
     msg = (f"rebuilt {p.ref.full}: {rows} rows, {check}" if held else
            f"rebuild did not hold: {p.ref.full} has {rows} rows, upstream says {expected}")
     return RebuildOutcome(False, p.actions, rows, expected, held=held, message=msg)
+
+
+def summary_of(outcome: RebuildOutcome, p: RebuildPlan, params: Any) -> Summary:
+    """The notebook's summary (its last cell): the lost table, the rebuild and its row check."""
+    from retail_lakehouse.ops.summary import as_parameters, command, of_change
+
+    env = p.ref.env
+    return of_change(
+        "rebuild_from_source", env=env, dry_run=outcome.dry_run, held=outcome.held,
+        symptom=f"{p.ref.full} is " + ("gone" if p.missing else f"damaged ({p.rows_now} rows)"),
+        diagnosis=p.diagnosis(),
+        evidence=f"rows after {outcome.rows_after} vs upstream {outcome.expected_rows}"
+                 + (f" ({p.expected_sql})" if p.expected_sql else "")
+                 + (f"; rebuilt by run {outcome.run_id} of {job_for(p.ref.tdef)}" if outcome.run_id else ""),
+        message=outcome.message, parameters=as_parameters(params),
+        after="# the tables built from it were reprocessed by the job; check freshness:\n"
+              + command("data_freshness", env=env),
+    )

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from retail_lakehouse.core.tables import TableDef
     from retail_lakehouse.ops.audit import AuditRecord
+    from retail_lakehouse.ops.summary import Summary
 
 _LATEST = re.compile(r"^latest\s*-\s*(\d+)$", re.IGNORECASE)
 SAMPLE_ROWS = 5
@@ -245,3 +246,27 @@ def reprocess(w: WorkspaceClient, p: RestorePlan) -> int | None:
 def _key_to_iso(key: int) -> str:
     text = str(key)
     return f"{text[:4]}-{text[4:6]}-{text[6:]}"
+
+
+def summary_of(outcome: RestoreOutcome, p: RestorePlan, params: Any) -> Summary:
+    """The notebook's summary (its last cell): the bad version, the restore's effect, what to reprocess."""
+    from retail_lakehouse.ops.summary import as_parameters, command, of_change
+
+    env = p.ref.env
+    exact = {**as_parameters(params), "version": p.target_version}  # latest-N moves once restored
+    downstream = ", ".join(p.downstream) or "none"
+    if p.downstream and not outcome.reprocess_run_id:
+        after = ("# rebuild the tables built from it:\n"
+                 + command("restore", env=env, **{**exact, "reprocess_downstream": True}, dry_run=False,
+                           **({"confirm": True} if env in ("qa", "prod") else {})))
+    else:
+        after = "# check the dashboards' tables are fresh:\n" + command("data_freshness", env=env)
+    return of_change(
+        "restore", env=env, dry_run=outcome.dry_run, held=outcome.held,
+        symptom=f"numbers wrong in {p.ref.full} after a write (version {p.current_version})",
+        diagnosis=f"Version {p.target_version} holds {p.target_rows} rows, the current version {p.current_version} "
+                  f"{p.current_rows}: restore {p.ref.full} to version {p.target_version}; downstream: {downstream}.",
+        evidence=f"rows {p.current_rows} now vs {p.target_rows} at version {p.target_version}; "
+                 f"{len(p.only_in_current)} sample row(s) only in the current version, {len(p.only_in_target)} only in the target",
+        message=outcome.message + (f" Downstream reprocessed by run {outcome.reprocess_run_id}." if outcome.reprocess_run_id else ""),
+        parameters=exact, after=after)

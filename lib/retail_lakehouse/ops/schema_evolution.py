@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from retail_lakehouse.core.tables import TableDef
     from retail_lakehouse.ops.audit import AuditRecord
+    from retail_lakehouse.ops.summary import Summary
     from retail_lakehouse.pipeline.silver import RuleSet
 
 INGESTION_COLUMNS = ("_ingested_at", "_source_system", "_run_id", "_source_file")
@@ -373,3 +374,21 @@ def verify(w: WorkspaceClient, p: EvolutionPlan) -> EvolutionOutcome:
         msg = (f"schema evolution did not hold: {p.silver.full} lacks columns {lacking or 'none'}; "
                f"values missing in silver {missing or 'none'}")
     return EvolutionOutcome(False, p.actions, held=held, message=msg, findings=fresh.findings)
+
+
+def summary_of(outcome: EvolutionOutcome, p: EvolutionPlan, params: Any) -> Summary:
+    """The notebook's summary (its last cell): the new source columns and what the evolution did."""
+    from retail_lakehouse.ops.summary import as_parameters, command, of_change
+
+    env = p.silver.env
+    new = p.new_columns
+    return of_change(
+        "schema_evolution", env=env, dry_run=outcome.dry_run, held=outcome.held,
+        symptom=f"the source of {p.silver.full} changed its columns",
+        diagnosis=p.diagnosis(),
+        evidence=f"new in bronze: {', '.join(new) or 'none'}; actions: {'; '.join(outcome.actions or p.actions) or 'none'}"
+                 + (f"; silver reprocessed by run {outcome.run_id}" if outcome.run_id else ""),
+        message=outcome.message, parameters=as_parameters(params),
+        after="# then make the code changes listed above (registry, rules) and check freshness:\n"
+              + command("data_freshness", env=env),
+    )

@@ -19,7 +19,7 @@ PARAMS_DIR = GENERATED / "params"
 PROCEDURES_DIR = GENERATED / "procedures"
 
 # Parameters that say how to run rather than what to work on: left out of the example command.
-_RUN_FLAGS = {"env", "dry_run", "confirm", "run_id"}
+_RUN_FLAGS = {"env", "dry_run", "confirm", "ops_run_id"}
 
 
 def write_if_changed(path: Path, text: str) -> bool:
@@ -69,10 +69,13 @@ def production_parameters(
 ) -> dict[str, str]:
     """Parameters for the production command: the ones the first drill sets (else every non-bool
     parameter with a default), each as a placeholder such as `<TABLE>`; never a drill's value."""
-    return {
+    values = {
         key: value if key == "env" else f"<{key.upper()}>"
         for key, value in example_parameters(parameters, runs, env).items()
     }
+    if "ops_run_id" in parameters:  # the audit row names the incident, not "manual"
+        values = {"env": values.pop("env", env), "ops_run_id": "<OPS_RUN_ID>", **values}
+    return values
 
 
 def example_parameters(

@@ -38,7 +38,7 @@ def failed_job() -> DrillResult:
         notebook="job_failure_triage",
         description=f"{JOB} run {run.run_id} failed: the store database was unreachable for {', '.join(failed)}. "
         "It is reachable again; retry the failed tasks.",
-        parameters={"env": "local", "job": JOB, "run_id": str(run_id), "action": "retry"},
+        parameters={"env": "local", "job": JOB, "job_run_id": str(run_id), "action": "retry", "dry_run": False},
         facts={"run_id": run_id, "local_run_id": run.run_id, "failed_tasks": failed, "category": "source_unreachable",
                "state": run.state},
     )

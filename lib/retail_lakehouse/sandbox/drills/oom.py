@@ -35,7 +35,7 @@ def oom() -> DrillResult:
         notebook="diagnose_oom",
         description=f"Job {JOB} run {run.run_id} ended {result}: task collect_order_items collected "
         "silver.order_items x400 to a driver with a memory budget and died with MemoryError.",
-        parameters={"env": "local", "job": JOB, "run_id": str(run.run_id)},
+        parameters={"env": "local", "job": JOB, "job_run_id": str(run.run_id)},
         facts={"run_id": run.run_id, "result_state": result, "task_key": "collect_order_items",
                "kind": "collect_to_driver", "category": "out_of_memory"},
     )
