@@ -12,6 +12,14 @@ Knobs, read when a DAG file is parsed (environment variables of the Airflow depl
 - `LAKEHOUSE_BUNDLE`: the bundle file (default: `databricks.yml` two folders above this one).
 - `LAKEHOUSE_HOME`: where failures are recorded (`<home>/airflow/failures.jsonl`); default
   `.lakehouse/` in the repository, as for the lakehouse itself.
+- Notifications when a task fails for good (its retries exhausted), besides the failure record:
+  Slack through the Slack provider's `SlackWebhookNotifier` on the connection
+  `RETAIL_AIRFLOW_SLACK_CONN_ID` (default `slack_retail_alerts`), and e-mail through the SMTP
+  provider's `SmtpNotifier` on `RETAIL_AIRFLOW_SMTP_CONN_ID` (default `smtp_retail_alerts`) to
+  `RETAIL_AIRFLOW_ALERT_EMAIL` (default `oncall@localhost`). The connections hold the webhook URL
+  and the SMTP credentials and come from the deployment's environment (`AIRFLOW_CONN_SLACK_RETAIL_ALERTS`,
+  `AIRFLOW_CONN_SMTP_RETAIL_ALERTS`) or its secrets backend, never from this repository.
+  `RETAIL_AIRFLOW_NOTIFY=0` turns them off.
 - `RETAIL_AIRFLOW_RETRIES` (3), `RETAIL_AIRFLOW_RETRY_DELAY_SECONDS` (300),
   `RETAIL_AIRFLOW_MAX_RETRY_DELAY_SECONDS` (1800), `RETAIL_AIRFLOW_POLL_SECONDS` (30),
   `RETAIL_AIRFLOW_API_RETRY_LIMIT` (3): the drills and their tests shrink them.
@@ -37,6 +45,7 @@ __all__ = [
     "bundle_path",
     "conn_id",
     "default_args",
+    "failure_notifiers",
     "failures_path",
     "job_parameters",
     "job_spec",
@@ -157,20 +166,92 @@ def record_failure(context: dict[str, Any]) -> None:
         f.write(json.dumps(row, default=str) + "\n")
 
 
+RUNBOOK_PAGE = "book/failure_handling.md#orchestration-failures"
+_SUBJECT = "[{{ var.value.get('lakehouse_env', '%s') }}] Airflow: {{ ti.dag_id }}.{{ ti.task_id }} failed"
+_WHAT = (
+    "{{ ti.dag_id }}.{{ ti.task_id }} failed after {{ ti.try_number }} tr{{ 'y' if ti.try_number == 1 else 'ies' }}"
+    " (retries exhausted) in DAG run {{ run_id }}"
+)
+
+
+def _triage_command() -> str:
+    return (
+        "papermill ops_notebooks/job_failure_triage.ipynb runs/job_failure_triage-{{ ti.dag_id }}.ipynb"
+        " -p env {{ var.value.get('lakehouse_env', '%s') }} -p dag_id {{ ti.dag_id }} -p dag_run_id '{{ run_id }}'"
+    ) % lakehouse_env()
+
+
+def failure_notifiers() -> list[Any]:
+    """Slack and e-mail notifiers for a task that failed for good (`on_failure_callback`).
+
+    Each message says which task of which DAG run failed, links the runbook page and gives the
+    papermill command of `job_failure_triage` for that DAG run. A notifier that cannot deliver (no
+    connection, receiver down) logs the error; it never changes the task's state. Empty when
+    `RETAIL_AIRFLOW_NOTIFY=0`, or a provider is not installed (a warning says so).
+    """
+    import logging
+
+    if os.environ.get("RETAIL_AIRFLOW_NOTIFY", "1") == "0":
+        return []
+    env = lakehouse_env()
+    command = _triage_command()
+    out: list[Any] = []
+    try:
+        from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+
+        text = f":red_circle: {_WHAT}\nRunbook: {RUNBOOK_PAGE}\nTriage: `{command}`"
+        blocks = [
+            {"type": "header", "text": {"type": "plain_text", "text": "Airflow task failed: {{ ti.dag_id }}.{{ ti.task_id }}"}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": _WHAT + "\n*Runbook:* " + RUNBOOK_PAGE}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": "*Triage:*\n```" + command + "```"}},
+        ]
+        out.append(
+            SlackWebhookNotifier(
+                slack_webhook_conn_id=os.environ.get("RETAIL_AIRFLOW_SLACK_CONN_ID", "slack_retail_alerts"),
+                text=text,
+                blocks=blocks,
+                timeout=10,
+            )
+        )
+    except ImportError:
+        logging.getLogger(__name__).warning("apache-airflow-providers-slack is not installed: no Slack notifier")
+    try:
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+        html = (
+            f"<p>{_WHAT}</p><p>Runbook: {RUNBOOK_PAGE}</p><p>Triage:</p><pre>{command}</pre>"
+            "<p>Exception: {{ exception | default('see the task log', true) }}</p>"
+        )
+        out.append(
+            SmtpNotifier(
+                to=os.environ.get("RETAIL_AIRFLOW_ALERT_EMAIL", "oncall@localhost"),
+                from_email=os.environ.get("RETAIL_AIRFLOW_ALERT_FROM", "airflow@localhost"),
+                subject=_SUBJECT % env,
+                html_content=html,
+                smtp_conn_id=os.environ.get("RETAIL_AIRFLOW_SMTP_CONN_ID", "smtp_retail_alerts"),
+            )
+        )
+    except ImportError:
+        logging.getLogger(__name__).warning("apache-airflow-providers-smtp is not installed: no e-mail notifier")
+    return out
+
+
 def retries() -> int:
     """Retries of a task: 3 as the runbook promises (`RETAIL_AIRFLOW_RETRIES`: a drill may lower it)."""
     return max(0, int(_seconds("RETAIL_AIRFLOW_RETRIES", RETRIES)))
 
 
 def default_args() -> dict[str, Any]:
-    """Retries as the runbook promises: 3, exponential backoff, capped; failures recorded."""
+    """Retries as the runbook promises: 3, exponential backoff, capped; failures recorded; a task that
+    fails for good notifies Slack and e-mail (`failure_notifiers`)."""
     return {
         "owner": "data-platform",
         "retries": retries(),
         "retry_delay": timedelta(seconds=_seconds("RETAIL_AIRFLOW_RETRY_DELAY_SECONDS", 300)),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(seconds=_seconds("RETAIL_AIRFLOW_MAX_RETRY_DELAY_SECONDS", 1800)),
-        "on_failure_callback": record_failure,
+        # record first: a notifier that cannot deliver only logs, the failure record is always written
+        "on_failure_callback": [record_failure, *failure_notifiers()],
         "on_retry_callback": record_failure,
     }
 

@@ -572,3 +572,51 @@ def test_the_default_bundle_path_follows_lakehouse_bundle(tmp_path, monkeypatch)
     assert load_bundle().name == "runner_tests"
     monkeypatch.delenv("LAKEHOUSE_BUNDLE")
     assert bundle_mod.default_bundle_path().name == "databricks.yml"
+
+
+# ----------------------------------------------------------------------------- notifications (issue 14)
+
+
+@pytest.mark.parametrize(
+    ("target", "email", "failure", "warning"),
+    [
+        ("local", "oncall@localhost", "local-alerts-webhook", "local-alerts-webhook"),
+        ("dev", "retail-data-dev@example.com", "retail-dev-slack", "retail-dev-slack"),
+        ("prod", "retail-data-oncall@example.com", "retail-prod-pagerduty", "retail-prod-slack"),
+    ],
+)
+def test_every_job_notifies_on_failure_and_duration_per_target(target, email, failure, warning):
+    from databricks.sdk.service.jobs import JobSettings
+
+    from retail_lakehouse.databricks.deploy import _raw, job_settings
+    from retail_lakehouse.databricks.job_settings import settings_diff
+
+    b = load_bundle(target=target)
+    raw_jobs, _ = _raw(b)
+    assert list(raw_jobs) == list(b.jobs)  # order kept: `lakehouse onboard` appends tasks in place
+    for key, job in b.jobs.items():
+        settings = job_settings(job, target, "/Workspace/x", b.path.parent, lambda _: 1, raw_jobs[key])
+        assert settings["email_notifications"] == {
+            "on_failure": [email],
+            "on_duration_warning_threshold_exceeded": [email],
+        }, key
+        assert settings["webhook_notifications"] == {
+            "on_failure": [{"id": failure}],
+            "on_duration_warning_threshold_exceeded": [{"id": warning}],
+        }, key
+        (rule,) = settings["health"]["rules"]
+        assert rule["metric"] == "RUN_DURATION_SECONDS" and rule["op"] == "GREATER_THAN" and rule["value"] > 0
+        # the SDK models them (what the deploy sends) and a redeploy sees no difference
+        typed = JobSettings.from_dict(settings).as_dict()
+        assert typed["webhook_notifications"]["on_failure"][0]["id"] == failure
+        assert settings_diff(settings, typed, "") == [], key
+
+
+def test_notification_ids_come_from_variables_not_secrets():
+    text = (Path(__file__).resolve().parents[2] / "databricks.yml").read_text()
+    assert "hooks.slack.com" not in text and "routing_key" not in text
+    b = load_bundle(target="qa", variables={"failure_destination_id": "0b1c-given"})
+    from retail_lakehouse.databricks.deploy import _raw
+
+    raw_jobs, _ = _raw(b)
+    assert raw_jobs["retail_daily"]["webhook_notifications"]["on_failure"] == [{"id": "0b1c-given"}]

@@ -102,7 +102,7 @@ class _MailHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
         msg = message_from_bytes(envelope.content, policy=policy.default)
-        body = msg.get_body(preferencelist=("plain",))
+        body = msg.get_body(preferencelist=("plain", "html"))  # Airflow's SmtpNotifier sends HTML only
         record = {
             "mail_from": envelope.mail_from,
             "rcpt_tos": list(envelope.rcpt_tos),
