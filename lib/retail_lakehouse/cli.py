@@ -211,11 +211,53 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return {"listen": _alerts_listen, "list": _alerts_list, "send-test": _alerts_send_test}[args.action](args)
 
 
+def cmd_onboard(args: argparse.Namespace) -> int:
+    from retail_lakehouse.onboarding import check_project, plan_source
+
+    if args.check:
+        problems = check_project(args.project)
+        for problem in problems:
+            print(f"  {problem}")
+        print(f"onboard --check: {len(problems)} problem(s)" if problems else "onboard --check: every source is consistent")
+        return 1 if problems else 0
+    if not args.name:
+        raise ParameterError("name", "give the new source's name, e.g. `lakehouse onboard returns --jdbc-table returns`")
+    plan = plan_source(args.name, jdbc_table=args.jdbc_table, landing=args.landing, key=args.key,
+                       watermark=args.watermark, project=args.project, env=args.env, force=args.force)
+    print(plan.describe())
+    if args.dry_run:
+        print("\n" + plan.diff() + "\ndry run: nothing written")
+        return 0
+    if not args.yes and sys.stdin.isatty() and input(f"write these {len(plan.changes)} files? [y/N] ").strip().lower() != "y":
+        print("nothing written (re-run with --key / --watermark to change the inferred choices)")
+        return 1
+    plan.write(force=args.force)
+    print(f"wrote {len(plan.changes)} files: review them (git diff), run `make test`, open a PR to dev")
+    return 0
+
+
 def _date(text: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD") from None
+
+
+def _add_onboard(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("onboard", help="onboard a new source (registry, notebooks, rules, checks, job tasks, test); --check")
+    p.add_argument("name", nargs="?", help="the new table's name, e.g. returns")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--jdbc-table", help="a table of the environment's OLTP database (params oltp_url)")
+    src.add_argument("--landing", metavar="PATH", help="a folder of JSON-lines files")
+    p.add_argument("--key", help="business key column (default: inferred)")
+    p.add_argument("--watermark", help="incremental column of a JDBC source (default: inferred, e.g. updated_at)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and the diffs, write nothing")
+    p.add_argument("--force", action="store_true", help="overwrite the source's files if they exist")
+    p.add_argument("--yes", action="store_true", help="write without asking")
+    p.add_argument("--check", action="store_true", help="check every source is consistent across the project")
+    p.add_argument("--project", default=None, help="project directory (default: this checkout)")
+    p.add_argument("--env", default="local", help="environment whose source is read")
+    p.set_defaults(func=cmd_onboard)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -282,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--destination", action="append", help="send-test: only this destination (repeatable)")
     p.add_argument("--wait", type=float, default=30.0, help="send-test: seconds to wait for delivery")
     p.set_defaults(func=cmd_alerts)
+
+    _add_onboard(sub)
 
     p = sub.add_parser("tables", help="list the table registry")
     p.add_argument("--env", default=None)

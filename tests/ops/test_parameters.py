@@ -28,6 +28,8 @@ DEFAULT_AUDIT = {
     "diagnose_streaming_lag": {**BASE, "stream": "pos_events", "max_files_per_trigger": 0, "last_runs": 3},
     "job_failure_triage": {**BASE, "job_run_id": "", "job": "", "dag_id": "", "dag_run_id": "", "action": "none",
                            "dry_run": True, "confirm": False},
+    "onboard_source": {**BASE, "name": "returns", "jdbc_table": "returns", "landing": "", "key": "", "watermark": "",
+                       "project_dir": "", "dry_run": True},
     "optimize": {**BASE, "table": "gold.fact_sales", "where": "", "zorder_by": [], "vacuum": False,
                  "retention_hours": 168, "dry_run": True, "confirm": False},
     "quality_failure_triage": {**BASE, "table": "silver.orders", "date": None, "action": "none", "dry_run": True,

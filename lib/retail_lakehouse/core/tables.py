@@ -14,6 +14,7 @@ from retail_lakehouse.core.errors import ConfigError, TableNotFoundError
 if TYPE_CHECKING:
     import pyarrow as pa
 
+CDF_PROPERTY = "delta.enableChangeDataFeed"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -68,6 +69,16 @@ class TableDef:
         expect_rows: the table must never be empty (quality fails it when it is); default per layer.
         sla: how fresh the data must be (`Sla`), or None.
         volume: the daily-volume bounds (`VolumeBounds`), or None.
+        source_system: for a bronze table, the system it is ingested from (``store_oltp`` through JDBC,
+            ``pos`` from landing files); empty otherwise.
+        watermark: for a bronze table of a JDBC source, the source column incremental ingestion reads
+            by (rows changed after the last value seen); empty otherwise.
+        change_data_feed: the table declares Delta Change Data Feed. On Databricks targets it is
+            created with ``delta.enableChangeDataFeed = true`` (`create_properties`) and silver reads its
+            new rows from the change feed; locally it is not enabled (Sail cannot write such tables:
+            the engine refuses them with UnsupportedLocallyError) and silver reads by watermark.
+        source_path: for a bronze table of landing files (``source_system: landing``), their folder
+            (relative: under LAKEHOUSE_HOME); empty otherwise.
     """
 
     name: str
@@ -80,6 +91,17 @@ class TableDef:
     expect_rows: bool = False
     sla: Sla | None = None
     volume: VolumeBounds | None = None
+    source_system: str = ""
+    watermark: str = ""
+    change_data_feed: bool = False
+    source_path: str = ""
+
+    def create_properties(self, *, local: bool) -> dict[str, str]:
+        """The Delta properties a CREATE TABLE sets: `properties`, plus ``delta.enableChangeDataFeed =
+        true`` for a table declaring `change_data_feed` on a Databricks target (never locally)."""
+        if self.change_data_feed and not local:
+            return {**self.properties, CDF_PROPERTY: "true"}
+        return dict(self.properties)
 
     @property
     def ref(self) -> str:
@@ -246,9 +268,10 @@ def _parse(raw: dict) -> list[TableDef]:
             problems.append(f"{where}: layer must be one of {', '.join(LAYERS)}")
             continue
         columns = {str(k): str(v) for k, v in (entry.get("columns") or {}).items()}
-        for col in [*entry.get("keys", []), *entry.get("partition_by", [])]:
+        watermark = str(entry.get("watermark") or "")
+        for col in [*entry.get("keys", []), *entry.get("partition_by", []), *([watermark] if watermark else [])]:
             if col not in columns:
-                problems.append(f"{where}: key/partition column {col!r} is not a column")
+                problems.append(f"{where}: key/partition/watermark column {col!r} is not a column")
         for col, typ in columns.items():
             try:
                 spark_type_to_arrow(typ)
@@ -264,6 +287,10 @@ def _parse(raw: dict) -> list[TableDef]:
                 partition_by=tuple(entry.get("partition_by") or ()),
                 properties={str(k): str(v) for k, v in props.items()},
                 description=str(entry.get("description") or ""),
+                source_system=str(entry.get("source_system") or ""),
+                watermark=watermark,
+                change_data_feed=bool(entry.get("change_data_feed", False)),
+                source_path=str(entry.get("source_path") or ""),
                 **_quality(entry, layer_quality.get(layer), where, problems),
             )
         )
@@ -289,7 +316,16 @@ def quarantine_def(silver: TableDef, bronze: TableDef) -> TableDef:
 @lru_cache(maxsize=1)
 def registry() -> Registry:
     """The registry from the packaged `schema_definitions.yaml` (quarantine tables derived)."""
-    text = resources.files("retail_lakehouse.core").joinpath("schema_definitions.yaml").read_text()
+    return load_registry(resources.files("retail_lakehouse.core").joinpath("schema_definitions.yaml").read_text())
+
+
+def load_registry(text: str) -> Registry:
+    """A registry from the text of a `schema_definitions.yaml` (e.g. another checkout's), quarantine
+    tables derived.
+
+    Raises:
+        ConfigError: every problem of the document, at once.
+    """
     tables = _parse(load_yaml(text))
     by_ref = {t.ref: t for t in tables}
     derived = []

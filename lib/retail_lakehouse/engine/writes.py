@@ -63,7 +63,8 @@ def ensure_table(table: str | TableDef, *, layer: str | None = None, env: str | 
                 engine.mark_registered(spark, full)
             return full
     parts = f" PARTITIONED BY ({', '.join(tdef.partition_by)})" if tdef.partition_by else ""
-    props = ", ".join(f"'{k}' = '{v}'" for k, v in tdef.properties.items())
+    # Change Data Feed only on Databricks targets (Sail refuses to write CDF tables): see TableDef.
+    props = ", ".join(f"'{k}' = '{v}'" for k, v in tdef.create_properties(local=settings.is_local).items())
     props_sql = f" TBLPROPERTIES ({props})" if props else ""
     comment = f" COMMENT '{engine.sql_string(tdef.description)}'" if tdef.description else ""
     engine.sql(

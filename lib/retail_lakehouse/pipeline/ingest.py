@@ -37,8 +37,10 @@ from retail_lakehouse.engine.watermarks import get_watermark, set_watermark
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-OLTP_TABLES: tuple[str, ...] = ("customers", "products", "stores", "orders", "order_items")
 OLTP_SYSTEM = "store_oltp"
+# The registry's bronze tables of the store OLTP (`source_system: store_oltp`), in registry order:
+# `lakehouse onboard` adds one by adding its registry entry.
+OLTP_TABLES: tuple[str, ...] = tuple(t.name for t in registry().in_layer("bronze") if t.source_system == OLTP_SYSTEM)
 POS_SYSTEM = "pos"
 POS_STREAM = "pos_events"
 _TS = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
@@ -146,10 +148,11 @@ def ingest_oltp(
         raise SourceError(f"stored watermark {previous!r} for {table} is not a timestamp; fix monitoring.watermarks")
     if backfill is not None:
         return _reingest_oltp(table, tdef, backfill, previous, run_id=run_id, settings=settings, started=started)
-    high = read_oltp(table, f"SELECT MAX(updated_at) AS hw FROM {table}", settings).collect()[0][0]
+    wm = tdef.watermark or "updated_at"
+    high = read_oltp(table, f"SELECT MAX({wm}) AS hw FROM {table}", settings).collect()[0][0]
     if high is None or (previous is not None and high <= previous):
         return IngestResult(OLTP_SYSTEM, tdef.full_name(settings), 0, previous, previous, seconds=_since(started))
-    where = f"updated_at <= '{high}'" + (f" AND updated_at > '{previous}'" if previous else "")
+    where = f"{wm} <= '{high}'" + (f" AND {wm} > '{previous}'" if previous else "")
     rows = read_oltp(table, f"SELECT * FROM {table} WHERE {where}", settings)
     rows = _metadata(rows, f"{OLTP_SYSTEM}.{table}", run_id, OLTP_SYSTEM)
     result = writes.write_table(rows, tdef, mode="append", evolve_schema=True, env=settings.env)
@@ -198,7 +201,8 @@ def _reingest_oltp(
     low, high = f"{start.isoformat()} 00:00:00", f"{(end + dt.timedelta(days=1)).isoformat()} 00:00:00"
     # The same predicate selects the source rows and the bronze rows they replace. Past the watermark
     # is the next incremental run's: taking it here would land those rows twice.
-    predicate = f"updated_at >= '{low}' AND updated_at < '{high}' AND updated_at <= '{watermark}'"
+    wm = tdef.watermark or "updated_at"
+    predicate = f"{wm} >= '{low}' AND {wm} < '{high}' AND {wm} <= '{watermark}'"
     rows = read_oltp(table, f"SELECT * FROM {table} WHERE {predicate}", settings)
     rows = _metadata(rows, f"{OLTP_SYSTEM}.{table}", run_id, OLTP_SYSTEM)
     result = writes.write_table(rows, tdef, mode="overwrite", replace_where=predicate, evolve_schema=True,

@@ -29,7 +29,15 @@ if TYPE_CHECKING:
 
     from retail_lakehouse.core.config import Settings
 
-SILVER_TABLES: tuple[str, ...] = ("customers", "products", "stores", "orders", "order_items", "pos_transactions")
+def _ruled_tables() -> tuple[str, ...]:
+    """Silver tables of the registry that have a rule set `rules/<table>.yaml`, in registry order
+    (`lakehouse onboard` adds a source by adding both)."""
+    folder = resources.files("retail_lakehouse.pipeline").joinpath("rules")
+    ruled = {f.name[: -len(".yaml")] for f in folder.iterdir() if f.name.endswith(".yaml")}
+    return tuple(t.name for t in registry().in_layer("silver") if t.name in ruled)
+
+
+SILVER_TABLES: tuple[str, ...] = _ruled_tables()
 
 
 @dataclass(frozen=True)
