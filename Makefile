@@ -31,6 +31,7 @@ lint: setup
 	$(BIN)/lint-imports --no-cache --no-logo
 
 test: setup lint
+	$(BIN)/lakehouse onboard --check
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest --nbmake --nbmake-timeout=600 --nbmake-kernel=lakehouse-warm pipeline_notebooks ops_notebooks
 	$(MAKE) airflow-test

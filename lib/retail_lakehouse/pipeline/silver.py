@@ -22,7 +22,8 @@ from retail_lakehouse.core.errors import ConfigError, ParameterError
 from retail_lakehouse.core.params import date_range
 from retail_lakehouse.core.tables import TableDef, registry
 from retail_lakehouse.engine import writes
-from retail_lakehouse.engine.watermarks import get_watermark, set_watermark
+from retail_lakehouse.engine.watermarks import set_watermark
+from retail_lakehouse.pipeline import incremental
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -209,7 +210,8 @@ def clean_table(
 ) -> SilverResult:
     """Process new bronze rows of one table into silver (or a date range, with backfill dates).
 
-    Incremental: bronze rows ingested after the silver watermark are standardized, validated,
+    Incremental: bronze rows not processed yet (`incremental.new_bronze_rows`: the change feed on
+    Databricks, the `_ingested_at` watermark locally) are standardized, validated,
     deduplicated and MERGEd. Backfill: every bronze row whose business date is in the range is
     reprocessed and the silver rows of that range are replaced (`replaceWhere`).
 
@@ -228,9 +230,9 @@ def clean_table(
     spark = engine.get_spark(settings.env)
     writes.ensure_table(bronze, env=settings.env)
     source = spark.table(bronze.full_name(settings))
-    watermark = None if backfill else get_watermark("silver", table, env=settings.env)
-    if watermark:
-        source = source.filter(F.col("_ingested_at") > F.lit(watermark).cast("timestamp"))
+    version = None  # the bronze version read, recorded when the change feed is on (`incremental`)
+    if not backfill:
+        source, version = incremental.new_bronze_rows(spark, bronze, table, settings)
     lookups = {spec["table"]: spark.table(registry().get(spec["table"]).full_name(settings)) for spec in rules.lookups}
     for spec in rules.lookups:
         writes.ensure_table(spec["table"], env=settings.env)
@@ -285,7 +287,7 @@ def clean_table(
     )
     _record_reconciliation(result, settings.env)
     if high is not None and not backfill:
-        set_watermark("silver", table, high.isoformat(sep=" "), run_id, env=settings.env)
+        set_watermark("silver", table, high.isoformat(sep=" "), run_id, env=settings.env, version=version)
     return result
 
 

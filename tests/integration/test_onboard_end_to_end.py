@@ -1,0 +1,66 @@
+"""The issue's "done when", on a throwaway copy of the project: generate through the day `returns`
+appears, `lakehouse onboard returns --jdbc-table returns`, `lakehouse onboard --check`, `lakehouse run
+retail_daily`: silver, quarantine, reconciliation and quality include returns; the generated test
+passes in the copy. The checkout itself is not changed. And the drill `new_source` sets that stage."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from retail_lakehouse.core.config import PROJECT_ROOT
+from retail_lakehouse.onboarding.project_copy import ProjectCopy
+from retail_lakehouse.ops import onboard_source
+from retail_lakehouse.sandbox import drills
+
+pytestmark = pytest.mark.slow
+WATCHED = ("databricks.yml", "lib/retail_lakehouse/core/schema_definitions.yaml")
+
+
+def _digest() -> str:
+    return hashlib.sha1(b"".join((PROJECT_ROOT / p).read_bytes() for p in WATCHED)).hexdigest()
+
+
+def test_generate_onboard_check_run_on_a_copy(tmp_path):
+    before = _digest()
+    with ProjectCopy.create(tmp_path / "c") as copy:
+        generated = copy.cli("generate", "--scale-factor", "0.2", "--days", "12")
+        assert generated.returncode == 0 and "returns" in generated.stdout, generated.stderr
+        onboarded = copy.cli("onboard", "returns", "--jdbc-table", "returns")
+        assert onboarded.returncode == 0, onboarded.stderr
+        assert "wrote 7 files" in onboarded.stdout
+        checked = copy.cli("onboard", "--check")
+        assert checked.returncode == 0 and "every source is consistent" in checked.stdout, checked.stdout
+        run = copy.cli("run", "retail_daily")
+        assert run.returncode == 0, run.stdout + run.stderr
+        counts, recon, quality = onboard_source._results(copy, "returns")
+        with sqlite3.connect(copy.home / "sources" / "store_oltp.sqlite") as conn:
+            source_rows = conn.execute("SELECT count(*) FROM returns").fetchone()[0]
+        assert counts["bronze"] == source_rows > 0 and counts["silver"] > 0
+        (row,) = recon.to_dict("records")
+        assert row["balanced"] and row["bronze_rows"] == row["silver_rows"] + row["quarantined_rows"] + row["duplicates_removed"]
+        assert row["quarantined_rows"] == counts["quarantine"]
+        checks = set(quality.loc[quality["table_name"].str.endswith(".local_silver.returns"), "check_name"])
+        assert {"has_rows", "sla_freshness", "return_id_unique", "return_id_not_null", "quarantine_rate"} <= checks
+        assert "FAILED" not in set(quality["check_status"])
+        generated_test = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit/test_source_returns.py"],
+            cwd=copy.project, env=copy.env(), capture_output=True, text=True, timeout=300, check=False)
+        assert generated_test.returncode == 0, generated_test.stdout[-2000:]
+    assert _digest() == before  # the checkout was never written
+
+
+def test_new_source_drill_prepares_a_copy_the_notebook_plans_from():
+    result = drills.run("new_source")
+    assert result.notebook == "onboard_source" and result.parameters["dry_run"] is False
+    assert result.facts["source_rows"] > 0
+    params = SimpleNamespace(**{**result.parameters, "dry_run": True, "landing": "", "key": "", "watermark": ""})
+    outcome = onboard_source.run(params)
+    assert outcome.held and outcome.dry_run and "return_id" in outcome.plan
+    assert "+++ b/lib/retail_lakehouse/pipeline/rules/returns.yaml" in outcome.diff
+    assert not (PROJECT_ROOT / "lib/retail_lakehouse/pipeline/rules/returns.yaml").exists()
