@@ -44,6 +44,22 @@ def test_recommendations_with_savings():
     assert any("spot" in r for r in recs["recommendation"]) and any("VACUUM" in r for r in recs["recommendation"])
 
 
+def test_week_over_week_per_job():
+    """This period against the previous one of the same length: per job, and in the summary."""
+    now = _records()
+    before = now[now["job_name"] == "a"].assign(list_cost=1.0)  # a: $3 then, $5 now; b: new
+    empty = pd.DataFrame()
+    r = cost_review.CostReview(dt.date(2024, 1, 8), dt.date(2024, 1, 14), now, empty, empty, empty, empty, empty,
+                               empty, empty, pd.DataFrame(columns=["rank", "recommendation", "est_monthly_saving_usd",
+                                                                   "evidence"]), "d", previous=before)
+    cmp = r.comparison().set_index("job_name")
+    assert cmp.loc["a"].tolist() == [5.0, 3.0, 2.0] and cmp.loc["b"].tolist() == [0.5, 0.0, 0.5]
+    assert r.previous_cost == 3.0
+    s = cost_review.summary_of(r, env="prod")
+    assert "$5.5000 in 2024-01-08..2024-01-14 vs $3.0000 in the previous 7 days (+83%)" in s.evidence
+    assert "-p ops_run_id <OPS_RUN_ID>" in s.next_step and "-p start_date <START_DATE>" in s.next_step
+
+
 def test_cost_spike_shown(demo_lakehouse, tmp_path):
     from retail_lakehouse.sandbox import drills
 
@@ -52,6 +68,7 @@ def test_cost_spike_shown(demo_lakehouse, tmp_path):
         run_notebook("cost_review", tmp_path, env="local", start_date="2024-02-01", end_date="2024-01-01")
     text = run_notebook("cost_review", tmp_path, **result.parameters)
     assert "top spender" in text and result.facts["job"] in text
+    assert "===== SUMMARY of cost_review: DIAGNOSED =====" in text and "in the previous 7 days" in text
     assert f"Stop the extra runs: {result.facts['job']} (+{result.facts['extra_runs']} runs)" in text
     assert "no spot workers" in text
     assert "DRY_RUN" in set(audit_rows("cost_review")["outcome"])

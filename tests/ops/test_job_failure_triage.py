@@ -328,6 +328,8 @@ def test_run_on_a_dag_run_fills_the_audit_row_and_concludes(tmp_path, monkeypatc
     assert outcome.raise_for_status() is None  # a triage alone never fails the run
     timeline = outcome.dag_run.tries_timeline()
     assert list(timeline["label"]) == ["try 1: Databricks run 11", "try 2: Databricks run 22"]
+    summary = jft.summary_of(outcome, env="prod")
+    assert summary.status == "DIAGNOSED" and "airflow tasks clear retail_ingestion" in summary.next_step
 
 
 def test_conclusion_of_a_databricks_run_without_a_failure():
@@ -340,3 +342,20 @@ def test_conclusion_of_a_databricks_run_without_a_failure():
         "RETRY: nothing to retry (no failed task).",
     ]
     assert t.trace_tails() == {} and t.timeline().empty and outcome.raise_for_status() is None
+
+
+def test_same_trace_of_several_tasks_is_shown_once_in_whole_lines():
+    import pandas as pd
+
+    trace = "Traceback (most recent call last):\n" + "  frame line\n" * 200 + "SourceError: store_oltp unreachable"
+    tasks = pd.DataFrame({"task_key": ["a", "b", "c"], "error_trace": [trace, trace, "other\nValueError: x"]})
+    failed = {k: fc.classify("SourceError: store_oltp unreachable") for k in ("a", "b", "c")}
+    t = jrt.Triage(7, "retail_ingestion", "FAILED", tasks, failed)
+    tails = t.trace_tails(chars=300)
+    assert list(tails) == ["a, b", "c"]
+    assert tails["a, b"].startswith("  frame line") and tails["a, b"].endswith("unreachable")
+    assert len(tails["a, b"]) <= 300
+    request = jft.TriageRequest("prod", "7", action="none")
+    summary = jft.summary_of(jft.TriageOutcome(request, t), env="prod")
+    assert summary.status == "DIAGNOSED" and summary.symptom == "Job retail_ingestion run 7 ended FAILED"
+    assert "-p job_run_id 7" in summary.next_step and "-p action retry" in summary.next_step

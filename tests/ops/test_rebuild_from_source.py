@@ -76,8 +76,8 @@ def test_lost_bronze_table_re_ingested_from_the_source(demo_lakehouse, tmp_path)
     from retail_lakehouse import engine
     from retail_lakehouse.sandbox.drills import _local
 
-    keys = _local.table("bronze.stores").to_pandas()["store_id"].nunique()
+    keys = _local.table("bronze.stores").toPandas()["store_id"].nunique()
     engine.sql(f"DROP TABLE {_local.full('bronze.stores')}", env="local").collect()
     text = run_notebook("rebuild_from_source", tmp_path, env="local", table="bronze.stores", dry_run=False)
     assert "===== SUMMARY of rebuild_from_source: HELD =====" in text and "retail_ingestion" in text
-    assert _local.table("bronze.stores").to_pandas()["store_id"].nunique() == keys
+    assert _local.table("bronze.stores").toPandas()["store_id"].nunique() == keys

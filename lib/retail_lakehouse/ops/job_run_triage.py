@@ -121,6 +121,14 @@ def task_frame(run: dict[str, Any]) -> pd.DataFrame:
     )
 
 
+def _tail(text: str, chars: int) -> str:
+    """The last `chars` characters of `text`, from the start of a line (never a word cut in two)."""
+    if len(text) <= chars:
+        return text
+    cut = text[-chars:]
+    return cut.split("\n", 1)[1] if "\n" in cut else cut.split(" ", 1)[-1]
+
+
 @dataclass
 class Triage:
     """The triage of one run.
@@ -177,9 +185,14 @@ class Triage:
         )
 
     def trace_tails(self, chars: int = 1500) -> dict[str, str]:
-        """The end of each failed task's error trace (tasks without a trace left out)."""
+        """The end of each failed task's error trace, whole lines only (tasks without a trace left out);
+        tasks that failed with the same trace share one entry, keyed by their names (``"a, b"``)."""
         traces = self.tasks.set_index("task_key")["error_trace"] if len(self.tasks) else {}
-        return {key: str(traces[key])[-chars:] for key in self.failed if key in traces and traces[key]}
+        by_tail: dict[str, list[str]] = {}
+        for key in self.failed:
+            if key in traces and traces[key]:
+                by_tail.setdefault(_tail(str(traces[key]), chars), []).append(key)
+        return {", ".join(keys): tail for tail, keys in by_tail.items()}
 
 
 def triage(w: WorkspaceClient, job_or_run: str = "") -> Triage:
