@@ -18,6 +18,7 @@ TODAY = dt.datetime.now(dt.UTC).date()
 BASE = {"env": "local", "ops_run_id": "manual"}
 # What each notebook's audit row records for its defaults (as the notebooks built it by hand before).
 DEFAULT_AUDIT = {
+    "alerts_review": {**BASE, "key": "", "limit": 20},
     "backfill": {**BASE, "table": "silver.orders", "start_date": dt.date(2024, 1, 1), "end_date": dt.date(2024, 1, 2),
                  "layers": ["silver", "gold"], "check_quality": True, "dry_run": True, "confirm": False},
     "cost_review": {**BASE, "start_date": TODAY - dt.timedelta(days=29), "end_date": TODAY, "include_storage": True},

@@ -8,6 +8,7 @@ redacted) and recorded in the row.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _key_locks: dict[tuple[str, str], threading.Lock] = {}
 _running: set[threading.Thread] = set()
+_queued: set[Any] = set()  # futures of `update` not finished yet (flush waits for them too)
 
 
 def _key_lock(env: str, key: str) -> threading.Lock:
@@ -257,12 +259,14 @@ def update(
         clear: incident keys judged healthy this run.
         prefix: the keys' common prefix (e.g. ``freshness:``), for `open_keys`.
         env: environment (default `LAKEHOUSE_ENV` or `local`).
-        wait: seconds each call waits (default `alerts.wait_seconds`); the rest finishes in the background.
+        wait: seconds to wait for all of them (default `alerts.wait_seconds`); what is not done by
+            then is ``pending`` and finishes in the background.
 
     Returns:
         Incident key -> what was done (nothing for a cleared key with no open alert). Never raises.
     """
     from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import wait as futures_wait
 
     env = env or current_env()
     calls: dict[str, Callable[[], AlertOutcome]] = {}
@@ -275,9 +279,24 @@ def update(
                 calls[key] = lambda k=key: resolve(k, env=env, wait=wait)
     if not calls:
         return {}
-    with ThreadPoolExecutor(max_workers=min(4, len(calls)), thread_name_prefix="alerts-update") as pool:
-        futures = {key: pool.submit(call) for key, call in calls.items()}
-    return {key: f.result() for key, f in futures.items()}
+    try:
+        deadline = load_config(env).wait_seconds if wait is None else wait
+    except Exception:
+        deadline = 20.0
+    pool = ThreadPoolExecutor(max_workers=min(4, len(calls)), thread_name_prefix="alerts-update")
+    futures = {key: pool.submit(call) for key, call in calls.items()}
+    with _lock:
+        _queued.update(futures.values())
+    for f in futures.values():
+        f.add_done_callback(_dequeue)
+    done, _ = futures_wait(list(futures.values()), timeout=max(deadline, 0))
+    pool.shutdown(wait=False)  # what is left finishes in the background (see `flush`)
+    return {key: f.result() if f in done else AlertOutcome("pending", key) for key, f in futures.items()}
+
+
+def _dequeue(future: Any) -> None:
+    with _lock:
+        _queued.discard(future)
 
 
 def flush(timeout: float = 60.0) -> bool:
@@ -288,9 +307,14 @@ def flush(timeout: float = 60.0) -> bool:
     while True:
         with _lock:
             threads = list(_running)
-        if not threads:
+            queued = list(_queued)
+        if not threads and not queued:
             return True
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
-        threads[0].join(timeout=remaining)
+        if threads:
+            threads[0].join(timeout=remaining)
+        else:
+            with contextlib.suppress(Exception):  # a timeout: checked at the top of the loop
+                queued[0].exception(timeout=remaining)

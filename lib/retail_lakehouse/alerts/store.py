@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import json
+import random
+import re
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,6 +60,13 @@ def new_row(
     }  # fmt: skip
 
 
+# One MERGE at a time in a process (they share the session's source view); across processes a
+# commit that lost the race to another writer is retried.
+_IO_LOCK = threading.Lock()
+_CONFLICT = re.compile(r"concurrent|conflict|commit failed|transaction", re.IGNORECASE)
+MERGE_ATTEMPTS = 5
+
+
 def merge(rows: list[dict[str, Any]], env: str) -> None:
     """MERGE rows (all with the same columns) into the table on alert_id.
 
@@ -66,9 +77,17 @@ def merge(rows: list[dict[str, Any]], env: str) -> None:
     from retail_lakehouse.engine import writes
 
     columns = tuple(c for c in COLUMNS if c in rows[0])
-    spark = engine.get_spark(env)
-    df = spark.createDataFrame([tuple(r[c] for c in columns) for r in rows], _schema(columns))
-    writes.merge_into(df, TABLE, env=env, assume_unique=True)
+    with _IO_LOCK:
+        for attempt in range(1, MERGE_ATTEMPTS + 1):
+            try:
+                spark = engine.get_spark(env)
+                df = spark.createDataFrame([tuple(r[c] for c in columns) for r in rows], _schema(columns))
+                writes.merge_into(df, TABLE, env=env, assume_unique=True)
+                return
+            except Exception as exc:
+                if attempt == MERGE_ATTEMPTS or not _CONFLICT.search(str(exc)):
+                    raise
+                time.sleep(0.1 * 2 ** (attempt - 1) + random.random() * 0.1)
 
 
 def open_incidents(key: str, env: str) -> list[tuple[OpenIncident, dict[str, Any]]]:
@@ -76,12 +95,13 @@ def open_incidents(key: str, env: str) -> list[tuple[OpenIncident, dict[str, Any
     from retail_lakehouse import engine
     from retail_lakehouse.engine import writes
 
-    full = writes.ensure_table(TABLE, env=env)
-    rows = engine.sql(
-        f"SELECT * FROM {full} WHERE alert_key = :key AND resolved_at IS NULL ORDER BY created_at DESC",
-        {"key": key},
-        env=env,
-    ).collect()
+    with _IO_LOCK:
+        full = writes.ensure_table(TABLE, env=env)
+        rows = engine.sql(
+            f"SELECT * FROM {full} WHERE alert_key = :key AND resolved_at IS NULL ORDER BY created_at DESC",
+            {"key": key},
+            env=env,
+        ).collect()
     out = []
     for r in rows:
         d = r.asDict()
