@@ -64,3 +64,31 @@ def test_new_source_drill_prepares_a_copy_the_notebook_plans_from():
     assert outcome.held and outcome.dry_run and "return_id" in outcome.plan
     assert "+++ b/lib/retail_lakehouse/pipeline/rules/returns.yaml" in outcome.diff
     assert not (PROJECT_ROOT / "lib/retail_lakehouse/pipeline/rules/returns.yaml").exists()
+
+
+def test_a_landing_source_end_to_end(tmp_path):
+    """`--landing`: JSON-lines files under the lakehouse home, ingested by checkpoint into bronze, then silver."""
+    with ProjectCopy.create(tmp_path / "c") as copy:
+        assert copy.cli("generate", "--scale-factor", "0.05", "--days", "2").returncode == 0
+        for day in ("2024-01-01", "2024-01-02"):
+            folder = copy.home / "landing" / "events" / day
+            folder.mkdir(parents=True)
+            lines = [f'{{"event_id": "{day}-{i}", "kind": "view", "amount": {i}.5, "event_at": "{day} 10:{i:02d}:00"}}'
+                     for i in range(20)]
+            if day == "2024-01-01":  # one row without its key: quarantined (1 of 41, under the 5% rate)
+                lines.append(f'{{"event_id": null, "kind": "view", "amount": 1.0, "event_at": "{day} 11:00:00"}}')
+            (folder / "part-0.jsonl").write_text("\n".join(lines) + "\n")
+        onboarded = copy.cli("onboard", "events", "--landing", "landing/events", "--key", "event_id", "--yes")
+        assert onboarded.returncode == 0, onboarded.stderr
+        registry_text = (copy.project / "lib/retail_lakehouse/core/schema_definitions.yaml").read_text()
+        assert "source_path: landing/events" in registry_text and str(copy.home) not in registry_text
+        assert copy.cli("onboard", "--check").returncode == 0
+        run = copy.cli("run", "retail_daily")
+        assert run.returncode == 0, run.stdout + run.stderr
+        bronze, silver_rows, quarantined = (r[0]["n"] for r in copy.queries([
+            f"SELECT count(*) AS n FROM retail_datalake.local_{t}" for t in
+            ("bronze.events", "silver.events", "silver.events_quarantine")]))
+        assert (bronze, silver_rows, quarantined) == (41, 40, 1)
+        again = copy.cli("run", "retail_ingestion")  # the checkpoint: nothing is ingested twice
+        assert again.returncode == 0
+        assert copy.query("SELECT count(*) AS n FROM retail_datalake.local_bronze.events")[0]["n"] == 41

@@ -65,3 +65,9 @@ def test_other_tables_do_not_change(tmp_path):
 def test_clean_rates_keep_the_returns_day():
     assert DefectRates.none().returns_day == 10 and DefectRates.none().return_defects == 0
     assert replace(DefectRates.none(), returns_day=3).returns_day == 3
+
+
+def test_the_onboarding_rehearsal_generates_past_the_returns_day():
+    from retail_lakehouse.ops.onboard_source import REHEARSAL_DAYS
+
+    assert DefectRates.load().returns_day < REHEARSAL_DAYS

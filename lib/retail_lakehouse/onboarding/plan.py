@@ -9,13 +9,14 @@ all of them are rendered.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retail_lakehouse.core.config import PROJECT_ROOT
+from retail_lakehouse.core.config import PROJECT_ROOT, load_settings
 from retail_lakehouse.core.errors import ConfigError, ParameterError
 from retail_lakehouse.core.tables import load_registry
 from retail_lakehouse.onboarding import render
@@ -157,7 +158,13 @@ def plan_source(
         raise ConfigError(f"{root} is not a lakehouse project: it lacks {REGISTRY_PATH} or {BUNDLE_PATH}")
     _refuse_existing(name, root, registry_text, force)
     if sample is None:
-        sample = sample_jdbc(jdbc_table, env=env) if jdbc_table is not None else sample_landing(str(landing))
+        if jdbc_table is not None:
+            sample = sample_jdbc(jdbc_table, env=env)
+        else:  # relative: under LAKEHOUSE_HOME, where ingestion will look (`ingest.landing_dir`)
+            from retail_lakehouse.pipeline.ingest import landing_dir
+
+            found = sample_landing(landing_dir(str(landing), load_settings(env)))
+            sample = dataclasses.replace(found, location=str(landing))  # the registry keeps it as given
     schema = infer(sample, name, load_registry(registry_text), key=key, watermark=watermark)
     new_registry = render.add_registry_entries(registry_text, schema)
     load_registry(new_registry)  # the registry as written must load: fail here, before any file is touched

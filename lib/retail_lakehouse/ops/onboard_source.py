@@ -29,6 +29,8 @@ from retail_lakehouse.onboarding.project_copy import ProjectCopy
 from retail_lakehouse.ops._outcome import Outcome
 
 GENERATED_SCALE = 0.2
+# Three days past the day the generator's `returns` table appears (sandbox/defects.yaml returns_day: 10).
+REHEARSAL_DAYS = 13
 
 
 def _local_only(env: str) -> str:
@@ -88,12 +90,12 @@ class OnboardOutcome(Outcome):
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def prepare_copy(root: str | Path, *, days: int | None = None, scale_factor: float = GENERATED_SCALE) -> ProjectCopy:
-    """A project copy under `root` with sources generated in its home through `days` (default: three
-    days past the day `returns` appears)."""
-    from retail_lakehouse.sandbox.generate import DefectRates
+def prepare_copy(root: str | Path, *, days: int = REHEARSAL_DAYS, scale_factor: float = GENERATED_SCALE) -> ProjectCopy:
+    """A project copy under `root` with sources generated in its home through `days`.
 
-    days = days or DefectRates.load().returns_day + 3
+    Raises:
+        ParameterError: the generation failed (its error).
+    """
     copy = ProjectCopy.create(root)
     done = copy.cli("generate", "--scale-factor", str(scale_factor), "--days", str(days))
     if done.returncode:

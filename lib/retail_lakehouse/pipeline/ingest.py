@@ -42,6 +42,7 @@ OLTP_SYSTEM = "store_oltp"
 # `lakehouse onboard` adds one by adding its registry entry.
 OLTP_TABLES: tuple[str, ...] = tuple(t.name for t in registry().in_layer("bronze") if t.source_system == OLTP_SYSTEM)
 POS_SYSTEM = "pos"
+LANDING_SYSTEM = "landing"  # JSON-lines files of an onboarded source (`lakehouse onboard --landing`)
 POS_STREAM = "pos_events"
 _TS = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 
@@ -426,7 +427,8 @@ def _sql_text(value: str) -> str:
 
 
 def _write_pos_batch(
-    batch: list[Path], tdef, run_id: str, settings: Settings, *, replace_where: str | None = None
+    batch: list[Path], tdef, run_id: str, settings: Settings, *, replace_where: str | None = None,
+    system: str = POS_SYSTEM,
 ) -> tuple[int, list[str]]:
     import pyarrow as pa
 
@@ -454,7 +456,7 @@ def _write_pos_batch(
     df = df.select(
         *[F.col(c) for c in columns],
         F.current_timestamp().alias("_ingested_at"),
-        F.lit(POS_SYSTEM).alias("_source_system"),
+        F.lit(system).alias("_source_system"),
         F.lit(run_id).alias("_run_id"),
         F.col("_source_file") if table.num_rows else F.lit(None).cast("string").alias("_source_file"),
     )
@@ -464,6 +466,68 @@ def _write_pos_batch(
     else:
         result = writes.write_table(df, tdef, mode="append", evolve_schema=True, env=settings.env)
     return table.num_rows, list(result.added_columns)
+
+
+# ----------------------------------------------------------------------------- other landing sources
+
+
+def landing_dir(source_path: str, settings: Settings) -> Path:
+    """The folder of a landing source: absolute as given, or (locally) under LAKEHOUSE_HOME.
+
+    Raises:
+        ConfigError: a relative folder on a Databricks environment (give the cloud path).
+    """
+    path = Path(source_path)
+    if path.is_absolute() or "://" in source_path:
+        return path
+    if not settings.is_local:
+        from retail_lakehouse.core.errors import ConfigError
+
+        raise ConfigError(f"landing folder {source_path!r} is relative: in env {settings.env} give its full path")
+    return settings.home / path
+
+
+def ingest_landing(
+    table: str,
+    *,
+    run_id: str,
+    env: str | None = None,
+    max_files_per_trigger: int = 50,
+    backfill_start_date: dt.date | None = None,
+    backfill_end_date: dt.date | None = None,
+) -> IngestResult:
+    """Ingest the new JSON-lines files of an onboarded landing source (`source_system: landing`, its
+    folder in `source_path`) into bronze, in batches, each recorded in the source's checkpoint after
+    its write. Files are ingested once: a job-wide backfill leaves the source alone (mode `skipped`).
+
+    Raises:
+        ParameterError: not a landing source of the registry, or half a backfill range.
+        SourceError: no landing folder, or a line that is not a JSON object (that batch is not written).
+    """
+    started = time.perf_counter()
+    settings = load_settings(env)
+    tdef = registry().get(table, layer="bronze")
+    if tdef.source_system != LANDING_SYSTEM or not tdef.source_path:
+        raise ParameterError("table", f"bronze.{table} is not a landing source (source_system: landing, source_path)")
+    if backfill_range(backfill_start_date, backfill_end_date) is not None:
+        return IngestResult(LANDING_SYSTEM, tdef.full_name(settings), 0, mode="skipped", seconds=_since(started))
+    landing = landing_dir(tdef.source_path, settings)
+    if not landing.is_dir():
+        raise SourceError(f"landing folder {landing} of {table} does not exist; bronze was not changed")
+    root = settings.local_path("checkpoints") if settings.is_local else Path(settings.sources["checkpoints"])
+    checkpoint = Checkpoint.load(root / table / "files.json")
+    pending = [p for p in _landing_files(landing) if str(p.relative_to(landing)) not in checkpoint.files]
+    total, batches, added = 0, 0, []
+    while pending:
+        batch, pending = pending[:max_files_per_trigger], pending[max_files_per_trigger:]
+        written, new_cols = _write_pos_batch(batch, tdef, run_id, settings, system=LANDING_SYSTEM)
+        for path in batch:
+            checkpoint.files[str(path.relative_to(landing))] = written
+        checkpoint.next_batch_id += 1
+        checkpoint.save()
+        total, batches, added = total + written, batches + 1, added + new_cols
+    return IngestResult(LANDING_SYSTEM, tdef.full_name(settings), total, files=len(checkpoint.files),
+                        batches=batches, added_columns=added, seconds=_since(started))
 
 
 def _ddl(columns: dict[str, str]) -> str:
