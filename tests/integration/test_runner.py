@@ -195,6 +195,25 @@ def test_chained_job_runs_the_other_job(home, bundle):
     assert set(job_runs(child.run_id)) == {(None, None), ("query", 1)}
 
 
+def test_each_job_run_is_recorded_in_one_commit(home, bundle):
+    """job_runs gets a run's rows (its tasks and itself) in one Delta commit when the run ends: a
+    chained job is a run of its own, so the parent run makes two commits, whatever its task count."""
+    from deltalake import DeltaTable
+
+    from retail_lakehouse.jobs.runner import run_job
+
+    table = home / "warehouse" / "retail_datalake" / "local_monitoring" / "job_runs"
+    before = DeltaTable(str(table)).version() if (table / "_delta_log").is_dir() else -1
+    run = run_job("chain_job", bundle=bundle)
+    assert run.state == "SUCCESS", run.to_dict()
+    history = DeltaTable(str(table)).history()
+    new = [h for h in history if h["version"] > before]
+    assert len(new) == 2, [h["version"] for h in history]
+    child_id = run.task("run_params").child_run_id
+    assert set(job_runs(run.run_id)) == {(None, None), ("run_params", 1), ("after", 1)}
+    assert set(job_runs(child_id)) == {(None, None), ("query", 1)}
+
+
 def test_canceled_run_runs_nothing(home, bundle):
     import threading
 

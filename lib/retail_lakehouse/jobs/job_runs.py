@@ -1,8 +1,10 @@
 """Job and task runs: the model the runner keeps in run.json (`JobRun`, `TaskRun`) and their
 records in the monitoring table `job_runs` (what ops notebooks read).
 
-The runner adds one row per task attempt and one per job run; a background thread appends them in
-batches, so recording never delays a task.
+The runner adds one row per task attempt and one per job run; a background thread appends a job
+run's rows in one Delta commit when its own row (written last, when the run ends) arrives: one commit
+per job run instead of one per task, recording never delays a task, and a runner killed mid-run leaves
+no half-recorded run in the table (run.json still shows how far it got).
 """
 
 from __future__ import annotations
@@ -213,8 +215,13 @@ def row(
     )
 
 
+_FLUSH = "flush"  # queue marker (_FLUSH, run_id): write that run's buffered rows
+
+
 class Recorder:
-    """Appends job_runs rows from a background thread, in batches, so recording never delays tasks.
+    """Appends job_runs rows from a background thread, one commit per job run, so recording never
+    delays tasks: a run's rows are buffered until its own row (task_key None, added when the run
+    ends, whatever its state) and written with it; `close` writes anything left.
 
     A failed write is logged and kept as a warning of the run; it never replaces a task's error.
     """
@@ -228,6 +235,8 @@ class Recorder:
 
     def add(self, row: tuple[Any, ...]) -> None:
         self._queue.put(row)
+        if row[2] is None:  # a job run's row: the run has ended, record it with its tasks
+            self._queue.put((_FLUSH, row[0]))
 
     def close(self) -> list[str]:
         """Write what is queued, stop, and return the recording problems."""
@@ -236,18 +245,19 @@ class Recorder:
         return self.problems
 
     def _loop(self) -> None:
-        stop = False
-        while not stop:
-            batch = [self._queue.get()]
-            while True:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            stop = None in batch
-            rows = [r for r in batch if r is not None]
-            if rows:
-                self._write(rows)
+        pending: dict[str, list[tuple[Any, ...]]] = {}  # run id -> its rows (a chained job has its own)
+        while True:
+            item = self._queue.get()
+            if item is None:
+                rows = [r for run in pending.values() for r in run]
+                if rows:
+                    self._write(rows)
+                return
+            if len(item) == 2 and item[0] == _FLUSH:
+                if rows := pending.pop(item[1], []):
+                    self._write(rows)
+            else:
+                pending.setdefault(item[0], []).append(item)
 
     def _write(self, rows: list[tuple[Any, ...]]) -> None:
         try:
