@@ -137,3 +137,52 @@ def test_drill_fires_its_check(healthy, name):
         _restore(result.facts)
     after = run_checks(run_id=f"restored_{name}", env="local")
     assert not after.failed_errors and not after.errors, after.frame.to_string()
+
+
+def test_alert_incident_drill_alert_arrives_is_suppressed_then_resolved(healthy, tmp_path):
+    """The incident drill on the loaded lakehouse: the alert reaches the local receivers with its runbook
+    link and triage command, a repeat is counted, the fix resolves it; alerts_review shows what arrived."""
+    from retail_lakehouse.alerts import store
+    from retail_lakehouse.ops.alerts_review import received
+    from retail_lakehouse.sandbox import drills
+    from retail_lakehouse.sandbox.drills import alert_incident
+    from tests.ops._helpers import run_notebook
+
+    result = drills.run("alert_incident")
+    try:
+        facts = result.facts
+        assert (facts["sent"], facts["status"], facts["repeat"], facts["resolved"]) == (
+            "sent",
+            "DELIVERED",
+            "suppressed",
+            "resolved",
+        ), facts
+        assert "has_rows FAILED" in facts["failed_checks"]
+        got = received("quality:silver.stores")
+        kinds = [
+            (r["kind"], "RESOLVED" in json.dumps(r) or r.get("body", {}).get("event") == "resolve")
+            for r in got
+        ]
+        assert sorted(kinds) == sorted([("slack", False), ("email", False), ("webhook", False),
+                                        ("slack", True), ("email", True), ("webhook", True)]), kinds  # fmt: skip
+        hook = next(r["body"] for r in got if r["kind"] == "webhook")
+        assert hook["runbook"] == "book/failure_handling.md#quality-failures"
+        assert "-p table silver.stores" in hook["command"]
+        # newest first: the quality job before the first load alerted (table missing) and its success resolved
+        rows = [r for r in store.recent("local", 200) if r["alert_key"] == "quality:silver.stores"]
+        assert all(r["resolved_at"] is not None for r in rows) and len(rows) == 2, rows
+        row = rows[0]
+        assert row["suppressed_count"] == 1 and row["resolved_at"] is not None
+        # the lakehouse is as it was
+        assert (
+            engine.sql(f"SELECT count(*) FROM {full('silver.stores')}").collect()[0][0]
+            == facts["rows_before"]
+        )
+
+        text = run_notebook("alerts_review", tmp_path, **result.parameters)
+        assert "quality:silver.stores" in text and "----- slack" in text and "----- email" in text
+        assert "SUMMARY of alerts_review" in text
+    finally:
+        for r in alert_incident._RECEIVERS:
+            r.stop()
+        alert_incident._RECEIVERS.clear()
