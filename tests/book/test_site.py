@@ -187,3 +187,29 @@ def test_runs_have_charts_when_the_notebook_draws_them(site):
         if '"text/plain": "<plotly figure>"' in notebook.read_text():
             page = site / notebook.relative_to(PROJECT_ROOT).with_suffix(".html")
             assert "plotly-graph-div" in page.read_text(), page
+
+
+def test_every_example_page_opens_with_its_summary_box(site):
+    """Under the title, before the provenance note, the code and its outputs: the run's verdict."""
+    runs = PROJECT_ROOT / "book" / "_generated" / "runs"
+    pages = sorted(runs.rglob("*.ipynb"))
+    assert pages
+    for notebook in pages:
+        if notebook.name.endswith(".failed.ipynb"):
+            continue
+        text = (site / notebook.relative_to(PROJECT_ROOT).with_suffix(".html")).read_text()
+        main = text[text.index("<h1"):]
+        box = main.find("summary-box")
+        assert box != -1, f"{notebook.name}: no summary box"
+        assert box < main.index("How this run was made") < main.index("cell_input"), notebook.name
+        for label in ("Symptom:", "Diagnosis:", "Evidence:", "Next step:", "Outcome:"):
+            assert label in main[box : main.index("How this run was made")], (notebook.name, label)
+
+
+def test_example_pages_show_a_traceback_once_and_no_installed_frames(site):
+    runs = site / "book" / "_generated" / "runs"
+    for page in runs.rglob("*.html"):
+        text = page.read_text()
+        for block in re.findall(r"<pre>(.*?)</pre>", text, re.S):
+            assert block.count("Traceback (most recent call last)") <= 1, page.name
+        assert "site-packages" not in text, page.name

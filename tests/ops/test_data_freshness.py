@@ -64,3 +64,21 @@ def test_stale_source_flagged(demo_lakehouse, tmp_path):
     for ref, version in result.facts["versions_before"].items():
         layer, name = ref.split(".")
         sql(w, f"RESTORE TABLE retail_datalake.local_{layer}.{name} TO VERSION AS OF {version}", env="local")
+
+
+def test_summary_points_at_the_source_or_at_a_backfill():
+    import pandas as pd
+
+    from retail_lakehouse.ops.data_freshness import FreshnessOutcome, summary_of
+
+    late = pd.DataFrame({"table": ["bronze.pos_events", "silver.orders"], "status": ["STALE", "FRESH"],
+                         "reason": ["newest business date 2024-01-03 is 2 days behind 2024-01-05 (SLA 1 days): "
+                                    "its source has not sent newer data", "within SLA"]})
+    s = summary_of(FreshnessOutcome(late), env="prod")
+    assert s.status == "DIAGNOSED" and "1 of 2 table(s) miss their SLA, first bronze.pos_events" in s.diagnosis
+    assert "check the source system" in s.next_step and "data_freshness.ipynb" in s.next_step
+    built_late = late.assign(reason=["last written 30.0 h ago (SLA 26 h)", "within SLA"])
+    s = summary_of(FreshnessOutcome(built_late), env="prod")
+    assert "backfill.ipynb" in s.next_step and "-p start_date <FIRST_MISSING_DATE>" in s.next_step
+    fresh = late.assign(status="FRESH", reason="within SLA")
+    assert summary_of(FreshnessOutcome(fresh), env="prod").status == "NOTHING TO DO"

@@ -359,3 +359,9 @@ def test_same_trace_of_several_tasks_is_shown_once_in_whole_lines():
     summary = jft.summary_of(jft.TriageOutcome(request, t), env="prod")
     assert summary.status == "DIAGNOSED" and summary.symptom == "Job retail_ingestion run 7 ended FAILED"
     assert "-p job_run_id 7" in summary.next_step and "-p action retry" in summary.next_step
+
+
+def test_evidence_is_cut_between_words():
+    evidence = fc.classify("SourceError: source store_oltp is " + "unreachable " * 40).evidence
+    assert evidence.endswith(" ...") and len(evidence) <= 244
+    assert set(evidence.removesuffix(" ...").split()) == {"SourceError:", "source", "store_oltp", "is", "unreachable"}

@@ -336,7 +336,7 @@ def summary_of(outcome: BackfillOutcome, p: BackfillPlan, params: Any) -> Summar
     empty = sorted({str(d) for d in outcome.before.loc[outcome.before["rows"] == 0, "day"]}) if len(outcome.before) else []
     return of_change(
         "backfill", env=p.env, dry_run=outcome.dry_run, held=outcome.held,
-        symptom=f"{p.tdef.ref} missing or wrong for {p.start}..{p.end}",
+        symptom=f"days missing or wrong in {', '.join(p.tables)} ({p.start}..{p.end})",
         diagnosis=f"Rebuild {', '.join(p.tables)} for {p.start}..{p.end} with tasks {', '.join(p.tasks)}"
                   + (f"; days with no rows before: {', '.join(empty)}" if empty else "") + ".",
         evidence=f"rows in the range {rows(outcome.before)} before, {rows(outcome.after)} after"

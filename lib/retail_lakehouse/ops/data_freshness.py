@@ -237,9 +237,14 @@ def summary_of(outcome: FreshnessOutcome, *, env: str) -> Summary:
                        f"{len(report)} tables FRESH", "Nothing to do.", "Check only; nothing changed.")
     first = stale_rows.iloc[0]
     evidence = "; ".join(f"{r.table} {r.status}: {r.reason}" for r in stale_rows.itertuples())
-    step = (f"# rebuild the missing days of {first['table']} (dry run first):\n"
-            + command("backfill", env=env, ops_run_id="<OPS_RUN_ID>", table=first["table"],
-                      start_date="<FIRST_MISSING_DATE>", end_date="<LAST_MISSING_DATE>"))
+    if "source" in str(first["reason"]):  # nothing to rebuild: the data never arrived
+        step = (f"# the source of {first['table']} has not sent newer data: check the source system (the POS "
+                "landing zone, the store database) and its delivery; once it has, check again:\n"
+                + command("data_freshness", env=env, ops_run_id="<OPS_RUN_ID>"))
+    else:
+        step = (f"# the data arrived but {first['table']} was not rebuilt: rebuild the missing days (dry run first):\n"
+                + command("backfill", env=env, ops_run_id="<OPS_RUN_ID>", table=first["table"],
+                          start_date="<FIRST_MISSING_DATE>", end_date="<LAST_MISSING_DATE>"))
     return Summary("data_freshness", "DIAGNOSED", "dashboards miss recent data",
                    f"{len(stale_rows)} of {len(report)} table(s) miss their SLA, first {first['table']}: {first['reason']}",
                    evidence, step,

@@ -51,12 +51,25 @@ def classifier(
     return decorator
 
 
+def _words(text: str, limit: int = 240) -> str:
+    """`text` cut to `limit` characters at a word boundary (never a word cut in two)."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut) + " ..."
+
+
 def _first(patterns: list[str], text: str) -> str | None:
     for pattern in patterns:
         m = re.search(pattern, text, re.IGNORECASE)
         if m:
-            start = max(0, m.start() - 60)
-            return text[start : m.end() + 120].strip().splitlines()[0][:240] if text else None
+            # The matching line, from a word boundary before the match to the end of a word after it.
+            start = text.rfind("\n", 0, m.start()) + 1
+            start = max(start, m.start() - 60)
+            if start > 0 and text[start - 1] not in " \n":
+                start = text.find(" ", start, m.start()) + 1 or m.start()
+            line = text[start:].strip().splitlines()[0] if text[start:].strip() else ""
+            return _words(line, 240) if text else None
     return None
 
 
@@ -164,5 +177,5 @@ def classify(error: str | None) -> Classification:
         evidence = fn(text)
         if evidence:
             return Classification(name, evidence, next_step, retry_helps, notebook)
-    return Classification(_OTHER.category, text.strip().splitlines()[0][:240] if text.strip() else "",
+    return Classification(_OTHER.category, _words(text.strip().splitlines()[0], 240) if text.strip() else "",
                           _OTHER.next_step, _OTHER.retry_helps)

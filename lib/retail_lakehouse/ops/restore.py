@@ -265,7 +265,7 @@ def summary_of(outcome: RestoreOutcome, p: RestorePlan, params: Any) -> Summary:
         "restore", env=env, dry_run=outcome.dry_run, held=outcome.held,
         symptom=f"numbers wrong in {p.ref.full} after a write (version {p.current_version})",
         diagnosis=f"Version {p.target_version} holds {p.target_rows} rows, the current version {p.current_version} "
-                  f"{p.current_rows}: restore {p.ref.full} to version {p.target_version}; downstream: {downstream}.",
+                  f"holds {p.current_rows}: restore {p.ref.full} to version {p.target_version}; downstream: {downstream}.",
         evidence=f"rows {p.current_rows} now vs {p.target_rows} at version {p.target_version}; "
                  f"{len(p.only_in_current)} sample row(s) only in the current version, {len(p.only_in_target)} only in the target",
         message=outcome.message + (f" Downstream reprocessed by run {outcome.reprocess_run_id}." if outcome.reprocess_run_id else ""),

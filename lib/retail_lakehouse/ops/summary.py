@@ -162,7 +162,7 @@ class Summary:
             self.status, "note"
         )
         step = self.next_step.strip()
-        if step.startswith(("papermill ", "lakehouse ", "databricks ")) or "\n" in step:
+        if step.startswith(("papermill ", "lakehouse ", "databricks ", "airflow ")) or "\n" in step:
             step_md = f"\n```bash\n{step}\n```\n"
         else:
             step_md = f" {_escape(step)}\n"
@@ -225,5 +225,7 @@ def as_parameters(values: Any) -> dict[str, Any]:
             value = ",".join(map(str, value))
         elif hasattr(value, "isoformat"):
             value = value.isoformat()
+        elif name == "ops_run_id" and value in ("", "manual"):
+            value = "<OPS_RUN_ID>"  # the next run names the incident in its audit row
         out[name] = value
     return out

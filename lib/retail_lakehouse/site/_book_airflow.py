@@ -296,15 +296,18 @@ def make_example(home: Path, key: str) -> RunRecord:
         seconds=round(time.perf_counter() - started, 1),
     )
     nb = prepare_for_site(nbformat.read(output, as_version=4), record)
-    nb.cells[0] = nbformat.v4.new_markdown_cell(_intro(record, run))
+    from retail_lakehouse.site._book_runs import summary_box
+
+    nb.cells[0] = nbformat.v4.new_markdown_cell(_intro(record, run, summary_box(nb)))
     nbformat.write(nb, output)
     output.with_suffix(".json").write_text(json.dumps(asdict(record), indent=2, default=str) + "\n")
     return record
 
 
-def _intro(record: RunRecord, run: dict[str, object]) -> str:
+def _intro(record: RunRecord, run: dict[str, object], box: str | None = None) -> str:
     return (
         f"# Example run: `{NOTEBOOK}` on a failed Airflow DAG run\n\n"
+        f"{box or ''}\n"
         "```{admonition} How this run was made\n:class: note\n"
         f"During the site build ({record.executed_at}, {record.seconds:.0f} s in all), Airflow 3 (the pinned "
         f"`.venv-airflow`) ran the DAG `{run['dag_id']}` with `dag.test()` (what `airflow dags test` does) "
