@@ -55,15 +55,23 @@ def test_generate_onboard_check_run_on_a_copy(tmp_path):
     assert _digest() == before  # the checkout was never written
 
 
-def test_new_source_drill_prepares_a_copy_the_notebook_plans_from():
+def test_new_source_drill_and_the_procedure_account_for_every_generated_row():
+    """The drill's copy, onboarded and run by the ops procedure (the site's example run): bronze holds the
+    source's rows; silver = bronze - NULL keys (quarantined) - re-sent copies (deduplicated)."""
+    before = _digest()
     result = drills.run("new_source")
     assert result.notebook == "onboard_source" and result.parameters["dry_run"] is False
-    assert result.facts["source_rows"] > 0
-    params = SimpleNamespace(**{**result.parameters, "dry_run": True, "landing": "", "key": "", "watermark": ""})
+    defects, source_rows = result.facts["defects"], result.facts["source_rows"]
+    assert defects["null_keys"] > 0 and defects["duplicate_records"] > 0
+    params = SimpleNamespace(**{**result.parameters, "landing": "", "key": "", "watermark": ""})
     outcome = onboard_source.run(params)
-    assert outcome.held and outcome.dry_run and "return_id" in outcome.plan
-    assert "+++ b/lib/retail_lakehouse/pipeline/rules/returns.yaml" in outcome.diff
-    assert not (PROJECT_ROOT / "lib/retail_lakehouse/pipeline/rules/returns.yaml").exists()
+    assert outcome.held, outcome.message
+    assert outcome.counts == {"bronze": source_rows, "quarantine": defects["null_keys"],
+                              "silver": source_rows - defects["null_keys"] - defects["duplicate_records"]}
+    assert outcome.check == [] and outcome.job_state == "SUCCESS"
+    warned = outcome.quality.loc[outcome.quality["check_name"] == "quarantine_rate", "check_status"].tolist()
+    assert warned == ["PASSED"]
+    assert _digest() == before and not (PROJECT_ROOT / "lib/retail_lakehouse/pipeline/rules/returns.yaml").exists()
 
 
 def test_a_landing_source_end_to_end(tmp_path):

@@ -8,6 +8,10 @@ import sqlite3
 from retail_lakehouse.sandbox.drills import DrillResult, register
 
 NAME = "returns"
+SCALE = 0.2
+# More defective returns than the default (0.04), so the example run quarantines and deduplicates
+# some: 2 NULL return_ids of 65 rows (3%, under the 5% quarantine-rate check), 5 re-sent copies.
+RETURN_DEFECTS = 0.12
 
 
 @register("new_source", notebook="onboard_source",
@@ -21,20 +25,28 @@ def new_source() -> DrillResult:
     nor the demo lakehouse changes.
     """
     from retail_lakehouse.core.config import load_settings
-    from retail_lakehouse.ops.onboard_source import prepare_copy
-    from retail_lakehouse.sandbox.generate import DefectRates
+    from retail_lakehouse.onboarding.project_copy import ProjectCopy
+    from retail_lakehouse.sandbox.generate import DefectRates, generate
 
-    root = load_settings("local").home / "drills" / "new_source"
+    settings = load_settings("local")
+    root = settings.home / "drills" / "new_source"
     shutil.rmtree(root, ignore_errors=True)
-    days = DefectRates.load().returns_day + 3
-    copy = prepare_copy(root, days=days)
-    with sqlite3.connect(copy.home / "sources" / "store_oltp.sqlite") as conn:
+    rates = DefectRates.load(return_defects=RETURN_DEFECTS)
+    days = rates.returns_day + 3
+    copy = ProjectCopy.create(root)
+    # The copy's params are this checkout's: its sources sit at the same places under its own home.
+    oltp = copy.home / settings.sqlite_path().relative_to(settings.home)
+    landing = copy.home / settings.local_path("landing").relative_to(settings.home)
+    result = generate(copy.home, scale_factor=SCALE, days=days, defects=rates, oltp_path=oltp, landing_dir=landing)
+    with sqlite3.connect(oltp) as conn:
         source_rows = conn.execute(f"SELECT count(*) FROM {NAME}").fetchone()[0]
+    defects = {k.split(".", 1)[1]: v for k, v in result.defects.items() if k.startswith(f"{NAME}.")}
     return DrillResult(
         name="new_source",
         notebook="onboard_source",
-        description=f"the store OLTP went live with a `{NAME}` table on day {days - 3} of {days}; no registry "
-        "entry, notebook or job task reads it. Onboard it and prove it end to end in a copy of the project.",
+        description=f"the store OLTP went live with a `{NAME}` table on day {rates.returns_day + 1} of {days} "
+        f"({source_rows} rows; defects {defects}); no registry entry, notebook or job task reads it. Onboard "
+        "it and prove it end to end in a copy of the project.",
         parameters={"env": "local", "name": NAME, "jdbc_table": NAME, "project_dir": str(root), "dry_run": False},
-        facts={"table": NAME, "days": days, "project_dir": str(root), "source_rows": source_rows},
+        facts={"table": NAME, "days": days, "project_dir": str(root), "source_rows": source_rows, "defects": defects},
     )
