@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from retail_lakehouse.alerts.config import Route
+from retail_lakehouse.alerts.config import AlertsConfig, Route
 from retail_lakehouse.alerts.model import Alert
 
 Decision = Literal["notify", "suppress"]
@@ -58,3 +58,18 @@ def decide(open_incident: OpenIncident | None, now: datetime, window: timedelta)
 def backoff_delays(attempts: int, base: float) -> list[float]:
     """Waits between `attempts` attempts, doubling from `base`: 3 attempts, 0.5 s -> [0.5, 1.0]."""
     return [base * 2**i for i in range(max(attempts - 1, 0))]
+
+
+def routing_table(configs: Sequence[AlertsConfig]) -> str:
+    """Where each severity goes in each environment, as a Markdown table (the monitoring chapter's).
+
+    One row per severity (a `job` alert), and one for a `cost` warning; one column per config.
+    """
+    rows = [("critical", "critical", "job"), ("error", "error", "job"), ("warning", "warning", "job"),
+            ("info", "info", "job"), ("cost (a warning)", "warning", "cost")]  # fmt: skip
+    out = ["| severity | " + " | ".join(c.env for c in configs) + " |", "| --- |" + " --- |" * len(configs)]
+    for label, severity, source in rows:
+        probe = Alert(key="routing:probe", severity=severity, source=source, summary="probe")  # type: ignore[arg-type]
+        cells = [", ".join(route(probe, c.routes)) or "(recorded only)" for c in configs]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
