@@ -369,10 +369,11 @@ def test_tracebacks_are_shown_once_with_installed_frames_collapsed():
 def test_wide_tables_keep_their_first_columns_with_a_caption():
     import pandas as pd
 
-    wide = pd.DataFrame([{f"c{i}": i for i in range(12)} | {"note": "word " * 80}])
-    html = runs.trim_table(wide.to_html())
-    assert "<caption>1 row(s); the first 8 of 13 columns (left out: c8, c9, c10, c11, note;" in html
-    assert "<th>c7</th>" in html and "<th>c8</th>" not in html and html.count("<td>") == 8
+    wide = pd.DataFrame([{"_run_id": "r1"} | {f"c{i}": i for i in range(12)} | {"note": "word " * 80}])
+    html = runs.trim_table(wide.to_html(), max_columns=8)
+    assert "<caption>1 row(s); 8 of 14 columns (left out: c8, c9, c10, c11, note, _run_id;" in html
+    assert "<th>c0</th>" in html and "<th>c7</th>" in html and "<th>c8</th>" not in html
+    assert "_run_id</th>" not in html and html.count("<td>") == 8
     narrow = runs.trim_table(pd.DataFrame({"a": [1, 2], "text": ["x " * 150, "y"]}).to_html())
     assert "<caption>2 row(s), 2 column(s)</caption>" in narrow
     cell = re.search(r"<td>(x [^<]*)</td>", narrow).group(1)

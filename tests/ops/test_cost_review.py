@@ -42,6 +42,9 @@ def test_recommendations_with_savings():
     assert by_start["Use"] == pytest.approx(90.0)  # $5 of on-demand compute x VM ratio 1 x 60% spot discount x 30
     assert list(recs["est_monthly_saving_usd"]) == sorted(recs["est_monthly_saving_usd"], reverse=True)
     assert any("spot" in r for r in recs["recommendation"]) and any("VACUUM" in r for r in recs["recommendation"])
+    # The top spender is the job over all its clusters ($5 of $5.50 on clusters c0..c2): the diagnosis's share.
+    top = recs[recs["recommendation"].str.startswith("Top spender")].iloc[0]
+    assert top["recommendation"].startswith("Top spender: a on") and top["evidence"] == "$5.0000 of $5.5000 in the period (91%)"
 
 
 def test_week_over_week_per_job():

@@ -197,8 +197,9 @@ def cluster_findings(w: WorkspaceClient) -> pd.DataFrame:
             "auto_termination": auto,
             "problem": "no auto-termination" if auto == 0 else None,
         })
-    return pd.DataFrame(rows, columns=["kind", "job_name", "cluster", "node_type", "workers", "availability", "spot",
-                                       "auto_termination", "problem"])
+    # The problem first after the cluster's name: the decisive column stays in view on a narrow page.
+    return pd.DataFrame(rows, columns=["kind", "job_name", "cluster", "problem", "node_type", "workers", "availability",
+                                       "spot", "auto_termination"])
 
 
 def storage(w: WorkspaceClient, *, env: str) -> pd.DataFrame:
@@ -273,10 +274,14 @@ def recommend(
                          f"VACUUM DRY RUN lists {int(storage_frame['vacuum_files'].sum())} files, about {reclaim:.2f} MB, "
                          f"at ${a['storage_usd_per_gb_month']}/GB-month"))
     if len(by_cluster):
-        top = by_cluster.iloc[0]
-        recs.append((0.0, f"Top spender: {top['job_name']} on {top['node_type']} - check its cluster against the "
+        # The job's spend over all its clusters: the same figure and share as the diagnosis's top spender.
+        per_job = by_cluster.groupby("job_name")["list_cost"].sum().sort_values(ascending=False)
+        job, cost = per_job.index[0], float(per_job.iloc[0])
+        total = float(by_cluster["list_cost"].sum())
+        node = by_cluster.loc[by_cluster["job_name"] == job, "node_type"].iloc[0]
+        recs.append((0.0, f"Top spender: {job} on {node} - check its cluster against the "
                           "sizing table (diagnose_slow_query) before anything else.",
-                     f"${float(top['list_cost']):.4f} of ${float(by_cluster['list_cost'].sum()):.4f} in the period"))
+                     f"${cost:.4f} of ${total:.4f} in the period ({cost / total if total else 0:.0%})"))
     recs.sort(key=lambda r: -r[0])
     return pd.DataFrame(
         [{"rank": i + 1, "recommendation": r, "est_monthly_saving_usd": round(s, 4), "evidence": e}

@@ -200,7 +200,7 @@ def site_outputs(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # Tracebacks and wide tables, as a reader at 3 a.m. needs them
 # ---------------------------------------------------------------------------------------------
 
-MAX_COLUMNS = 8  # a table wider than this is trimmed to its first columns (the ops modules order them)
+MAX_COLUMNS = 10  # a wider table keeps its first columns (the ops modules put the decisive ones first)
 MAX_CELL_CHARS = 200  # a longer cell is cut at a word boundary (the downloadable notebook has it whole)
 _INSTALLED = re.compile(r"site-packages|dist-packages|<venv>|<python>|/\.venv/|/lib/python3\.\d+/")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -303,7 +303,8 @@ def _cut_cell(cell: str) -> str:
 
 def trim_table(html: str, max_columns: int = MAX_COLUMNS) -> str:
     """pandas' HTML tables in `html` with a caption; one wider than `max_columns` keeps its index and
-    first `max_columns` columns (the caption names the others), long cells cut between words."""
+    first `max_columns` columns, internal ones (`_run_id`, ...) left out first (the caption names the
+    columns left out); long cells cut between words."""
 
     def one(match: re.Match[str]) -> str:
         table = match.group(0)
@@ -317,12 +318,15 @@ def trim_table(html: str, max_columns: int = MAX_COLUMNS) -> str:
         body = len(re.findall(r"<tr\b", table.split("</thead>", 1)[-1])) if "</thead>" in table else len(rows) - 1
         caption = f"{body} row(s), {columns} column(s)"
         if columns > max_columns and header:
-            left_out = [n for n in names[max_columns + 1 :] if n]
-            caption = (f"{body} row(s); the first {max_columns} of {columns} columns (left out: "
+            order = sorted(range(1, len(names)), key=lambda i: names[i].startswith("_"))  # internal ones last
+            keep = [0, *sorted(order[:max_columns])]
+            left_out = [names[i] for i in order[max_columns:] if names[i]]
+            caption = (f"{body} row(s); {max_columns} of {columns} columns (left out: "
                        f"{', '.join(left_out)}; the downloadable notebook has them)")
             for row, cells in zip(rows, cells_of, strict=True):
                 start = row[: row.index(">") + 1]
-                table = table.replace(row, start + "\n" + "\n".join(cells[: max_columns + 1]) + "\n</tr>", 1)
+                kept = [cells[i] for i in keep if i < len(cells)]
+                table = table.replace(row, start + "\n" + "\n".join(kept) + "\n</tr>", 1)
         table = _CELL.sub(lambda c: _cut_cell(c.group(0)), table)
         return re.sub(r"(<table\b[^>]*>)", lambda t: f"{t.group(1)}\n  <caption>{caption}</caption>", table, count=1)
 
