@@ -389,4 +389,4 @@ def test_production_commands_name_the_ops_run_and_the_failed_job_run():
     record = runs.RunRecord(drill="failed_job", notebook="job_failure_triage", key="k",
                             parameters={"env": "local", "job_run_id": "17", "action": "retry", "dry_run": False})
     prod = pages.production_parameters(inspected, [record])
-    assert prod == {"env": "prod", "ops_run_id": "<OPS_RUN_ID>", "job_run_id": "<JOB_RUN_ID>", "action": "<ACTION>"}
+    assert prod == {"env": "prod", "ops_run_id": "<OPS_RUN_ID>", "job_run_id": "<JOB_RUN_ID>", "action": "retry"}

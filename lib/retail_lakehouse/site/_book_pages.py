@@ -20,6 +20,8 @@ PROCEDURES_DIR = GENERATED / "procedures"
 
 # Parameters that say how to run rather than what to work on: left out of the example command.
 _RUN_FLAGS = {"env", "dry_run", "confirm", "ops_run_id"}
+# Parameters that choose what the procedure does (a mode, never incident data): kept as the drill sets them.
+_MODES = {"action"}
 
 
 def write_if_changed(path: Path, text: str) -> bool:
@@ -70,7 +72,7 @@ def production_parameters(
     """Parameters for the production command: the ones the first drill sets (else every non-bool
     parameter with a default), each as a placeholder such as `<TABLE>`; never a drill's value."""
     values = {
-        key: value if key == "env" else f"<{key.upper()}>"
+        key: value if key == "env" or key in _MODES else f"<{key.upper()}>"
         for key, value in example_parameters(parameters, runs, env).items()
     }
     if "ops_run_id" in parameters:  # the audit row names the incident, not "manual"
