@@ -45,7 +45,10 @@ def sample_jdbc(table: str, *, env: str = "local", limit: int = SAMPLE_ROWS) -> 
     if not _IDENT.match(table):
         raise ParameterError("--jdbc-table", f"{table!r} is not a table name (letters, digits, _)")
     settings = load_settings(env)
-    df = read_oltp(table, f"SELECT * FROM {table} LIMIT {int(limit)}", settings)
+    try:
+        df = read_oltp(table, f"SELECT * FROM {table} LIMIT {int(limit)}", settings)
+    except SourceError as exc:
+        raise SourceError(f"cannot onboard {table!r}: its source cannot be read, nothing was written. {exc}") from None
     columns = {f.name: f.dataType.simpleString() for f in df.schema.fields}
     return SourceSample("jdbc", table, columns, [r.asDict() for r in df.collect()])
 
