@@ -29,6 +29,12 @@ def _digest() -> str:
 def test_generate_onboard_check_run_on_a_copy(tmp_path):
     before = _digest()
     with ProjectCopy.create(tmp_path / "c") as copy:
+        assert copy.cli("generate", "--scale-factor", "0.05", "--days", "3").returncode == 0
+        registry_before = (copy.project / WATCHED[1]).read_text()
+        too_early = copy.cli("onboard", "returns", "--jdbc-table", "returns")  # no such table before day 10
+        assert too_early.returncode == 2 and "cannot onboard 'returns'" in too_early.stderr, too_early.stderr
+        assert "no such table: returns" in too_early.stderr
+        assert (copy.project / WATCHED[1]).read_text() == registry_before
         generated = copy.cli("generate", "--scale-factor", "0.2", "--days", "12")
         assert generated.returncode == 0 and "returns" in generated.stdout, generated.stderr
         onboarded = copy.cli("onboard", "returns", "--jdbc-table", "returns")
