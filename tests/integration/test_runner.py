@@ -62,6 +62,9 @@ def test_dependency_order_parallelism_and_records(home, bundle):
     # run.json holds the whole run and reads back
     assert load_run(run.run_id).to_dict() == json.loads((run_dir / "run.json").read_text())
     assert load_run(run.run_id).task("join").state == "SUCCESS"
+    # each task's warm kernel reports the CPU it used (start-up and notebook), kept in run.json
+    assert all(0 < run.task(k).cpu_seconds < 60 for k in ("left", "right", "join")), run.to_dict()
+    assert load_run(run.run_id).task("join").cpu_seconds == run.task("join").cpu_seconds
 
     rows = job_runs(run.run_id)
     assert set(rows) == {(None, None), ("left", 1), ("right", 1), ("join", 1)}
@@ -193,6 +196,24 @@ def test_chained_job_runs_the_other_job(home, bundle):
     assert child.task("query").parameters["x"] == "5"  # the parent's parameter of the same name
     assert run.task("after").parameters["x"] == "5"  # {{job.parameters.x}}
     assert set(job_runs(child.run_id)) == {(None, None), ("query", 1)}
+
+
+def test_round_trips_are_counted_per_process_with_lakehouse_rpc_log(home, bundle, tmp_path, monkeypatch):
+    """The benchmark's round-trip count: every process opening a session (the task kernels) appends
+    `<pid> <kind>` per Spark Connect request to the file LAKEHOUSE_RPC_LOG names."""
+    import os
+
+    from retail_lakehouse.jobs.runner import run_job
+
+    log = tmp_path / "rpc.log"
+    monkeypatch.setenv("LAKEHOUSE_RPC_LOG", str(log))
+    run = run_job("Parallel job", bundle=bundle, max_parallel=2)
+    assert run.state == "SUCCESS", run.to_dict()
+    lines = [line.split() for line in log.read_text().splitlines()]
+    assert lines and all(len(x) == 2 and x[0].isdigit() for x in lines)
+    assert {kind for _, kind in lines} <= {"execute", "analyze", "config"} and "execute" in {k for _, k in lines}
+    kernels = {pid for pid, _ in lines} - {str(os.getpid())}
+    assert len(kernels) == 3, "one kernel per task, each counting its own requests"
 
 
 def test_each_job_run_is_recorded_in_one_commit(home, bundle):

@@ -87,6 +87,35 @@ def quiet_rpc_errors() -> None:
         logger.addFilter(_RpcErrorsAtDebug())
 
 
+_RPC_METHODS = {"_execute_and_fetch_as_iterator": "execute", "_execute": "execute", "_analyze": "analyze", "config": "config"}
+
+
+def log_rpcs(path: str | os.PathLike[str]) -> None:
+    """Append one line per Spark Connect round trip of this process to `path`: `<pid> <kind>`
+    (execute, analyze or config). For benchmarks: `LAKEHOUSE_RPC_LOG=<file>` turns it on in every
+    process that opens a session (the runner and its kernels). Idempotent."""
+    from pyspark.sql.connect.client.core import SparkConnectClient
+
+    if getattr(SparkConnectClient, "_lakehouse_rpc_log", None) == str(path):
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def counted(method: Any, kind: str) -> Any:
+        original = getattr(method, "__wrapped__", method)
+
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            os.write(fd, f"{os.getpid()} {kind}\n".encode())  # one write: whole lines, any process
+            return original(self, *args, **kwargs)
+
+        call.__wrapped__ = original  # type: ignore[attr-defined]
+        return call
+
+    for name, kind in _RPC_METHODS.items():
+        if hasattr(SparkConnectClient, name):
+            setattr(SparkConnectClient, name, counted(getattr(SparkConnectClient, name), kind))
+    SparkConnectClient._lakehouse_rpc_log = str(path)  # type: ignore[attr-defined]
+
+
 def _sail_env(settings: Settings) -> None:
     """Catalog configuration Sail reads at server start: one memory catalog named like Unity's."""
     os.environ.setdefault(
@@ -166,6 +195,8 @@ def get_spark(env: str | None = None) -> SparkSession:
             return spark
         from pyspark.sql import SparkSession
 
+        if os.environ.get("LAKEHOUSE_RPC_LOG"):
+            log_rpcs(os.environ["LAKEHOUSE_RPC_LOG"])
         spark = SparkSession.builder.remote(remote).create()
         spark.conf.set("spark.sql.session.timeZone", "UTC")
         spark.conf.set("spark.sql.warehouse.dir", str(settings.warehouse / "_managed"))

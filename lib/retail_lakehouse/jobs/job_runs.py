@@ -58,6 +58,8 @@ class TaskRun:
         parameters: the notebook parameters passed.
         compute: the cluster the task is declared on (JSON-ready).
         child_run_id: run id of the job a run-job task ran.
+        cpu_seconds: CPU time of the task's warm kernel, start-up included (None when unknown: a
+            cold kernel, a failed attempt, a run-job task).
     """
 
     task_key: str
@@ -72,6 +74,7 @@ class TaskRun:
     parameters: dict[str, str] = field(default_factory=dict)
     compute: dict[str, Any] = field(default_factory=dict)
     child_run_id: str | None = None
+    cpu_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -37,7 +37,7 @@ from retail_lakehouse.core.errors import KernelError
 if TYPE_CHECKING:
     from jupyter_client.manager import KernelManager
 
-__all__ = ["KernelPool", "WarmKernelError", "import_notebook_machinery", "install_kernel_spec"]
+__all__ = ["KernelPool", "WarmKernelError", "import_notebook_machinery", "install_kernel_spec", "kernel_cpu_seconds"]
 
 log = logging.getLogger(__name__)
 
@@ -338,6 +338,19 @@ def _shutdown(km: KernelManager) -> None:
     sockets = Path(km.ip).parent
     if km.transport == "ipc" and sockets.name.startswith(_IPC_PREFIX):
         shutil.rmtree(sockets, ignore_errors=True)
+
+
+def kernel_cpu_seconds(km: KernelManager) -> float | None:
+    """CPU seconds (user + system) a running kernel has used since it started (a forked one: since
+    the fork), read from /proc; None where there is no /proc or the kernel is gone."""
+    pid = getattr(getattr(km, "provisioner", None), "pid", None)
+    if not pid:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 # ----------------------------------------------------------------------------- inside the kernel

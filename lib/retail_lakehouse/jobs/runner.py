@@ -27,7 +27,7 @@ from retail_lakehouse.core.config import env_flag, lakehouse_home, load_settings
 from retail_lakehouse.core.errors import ParameterError
 from retail_lakehouse.databricks.bundle import Bundle, JobSpec, TaskSpec, load_bundle, param_str
 from retail_lakehouse.jobs.job_runs import JobRun, Recorder, TaskRun, row
-from retail_lakehouse.jobs.kernels import KERNEL_NAME, KernelPool
+from retail_lakehouse.jobs.kernels import KERNEL_NAME, KernelPool, kernel_cpu_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -331,6 +331,7 @@ class _Execution:
         compute = self.job.compute(spec)
         error_class = error_message = child_id = None
         timed_out = False
+        cpu_seconds: float | None = None
         if spec.run_job:
             params = self._child_params(spec)
             child_id = f"{self.run_id}.{spec.task_key}" + (f".attempt{attempt}" if attempt > 1 else "")
@@ -349,7 +350,7 @@ class _Execution:
             params = self._task_params(spec)
             output = self.dir / f"{spec.task_key}.ipynb"
             try:
-                _execute(spec, params, output, self.kernels)
+                cpu_seconds = _execute(spec, params, output, self.kernels)
             except Exception as exc:
                 error_class, error_message = _describe(exc)
                 timed_out = isinstance(exc, TimeoutError) or "Timeout" in (error_class or "")
@@ -379,6 +380,7 @@ class _Execution:
             parameters=params,
             compute=compute,
             child_run_id=child_id,
+            cpu_seconds=cpu_seconds,
         )
         self._add(run)
         log.info("task %s attempt %d %s in %.1fs", spec.task_key, attempt, state, run.duration)
@@ -467,7 +469,8 @@ def _declared(path: str, mtime: float) -> frozenset[str]:  # noqa: ARG001 - mtim
     return frozenset(papermill.inspect_notebook(path))
 
 
-def _execute(spec: TaskSpec, params: dict[str, str], output: Path, kernels: KernelPool) -> None:
+def _execute(spec: TaskSpec, params: dict[str, str], output: Path, kernels: KernelPool) -> float | None:
+    """Run a notebook task; return the CPU seconds its (warm) kernel used, when known."""
     import papermill
 
     assert spec.notebook_path is not None
@@ -477,6 +480,7 @@ def _execute(spec: TaskSpec, params: dict[str, str], output: Path, kernels: Kern
     # A warm kernel starts in the notebook's folder too. Not papermill's `cwd=`: it chdirs the
     # whole process, which races between tasks running in parallel threads.
     km = kernels.acquire(spec.notebook_path.parent) if kernels.size else None
+    cpu = None
     try:
         papermill.execute_notebook(
             str(spec.notebook_path),
@@ -492,7 +496,9 @@ def _execute(spec: TaskSpec, params: dict[str, str], output: Path, kernels: Kern
         )
     finally:
         if km is not None:
+            cpu = kernel_cpu_seconds(km)
             kernels.release(km)
+    return cpu
 
 
 def _notebook_tasks(bundle: Bundle, job: JobSpec, _seen: frozenset[str] = frozenset()) -> int:
