@@ -223,13 +223,14 @@ def cmd_onboard(args: argparse.Namespace) -> int:
     if not args.name:
         raise ParameterError("name", "give the new source's name, e.g. `lakehouse onboard returns --jdbc-table returns`")
     plan = plan_source(args.name, jdbc_table=args.jdbc_table, landing=args.landing, key=args.key,
-                       watermark=args.watermark, project=args.project, env=args.env, force=args.force)
+                       watermark=args.watermark, types=_kv(args.type, "--type"), project=args.project,
+                       env=args.env, force=args.force)
     print(plan.describe())
     if args.dry_run:
         print("\n" + plan.diff() + "\ndry run: nothing written")
         return 0
     if not args.yes and sys.stdin.isatty() and input(f"write these {len(plan.changes)} files? [y/N] ").strip().lower() != "y":
-        print("nothing written (re-run with --key / --watermark to change the inferred choices)")
+        print("nothing written (re-run with --key / --watermark / --type to change the inferred choices)")
         return 1
     plan.write(force=args.force)
     print(f"wrote {len(plan.changes)} files: review them (git diff), run `make test`, open a PR to dev")
@@ -251,6 +252,7 @@ def _add_onboard(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--landing", metavar="PATH", help="a folder of JSON-lines files")
     p.add_argument("--key", help="business key column (default: inferred)")
     p.add_argument("--watermark", help="incremental column of a JDBC source (default: inferred, e.g. updated_at)")
+    p.add_argument("--type", action="append", metavar="COLUMN=TYPE", help="silver type of a column (default: inferred)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the diffs, write nothing")
     p.add_argument("--force", action="store_true", help="overwrite the source's files if they exist")
     p.add_argument("--yes", action="store_true", help="write without asking")

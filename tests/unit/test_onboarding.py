@@ -174,3 +174,32 @@ def test_check_finds_broken_wiring(project):
     assert any("ingest_spare.ipynb: not a task" in p for p in problems)
     assert any("columns differ" in p and "reason" in p for p in problems)
     assert cli.main(["onboard", "--check", "--project", str(project)]) == 1
+
+
+def test_types_can_be_overridden():
+    s = infer(SAMPLE, "returns", registry(), types={"refund_amount": "double", "order_id": "string"})
+    assert (s.column("refund_amount").silver_type, s.column("refund_amount").expression) == ("double", "refund_amount")
+    assert s.column("order_id").expression == "cast(order_id AS string)"
+    with pytest.raises(ParameterError, match="not a column"):
+        infer(SAMPLE, "returns", registry(), types={"nope": "double"})
+    with pytest.raises(ConfigError, match="not supported"):
+        infer(SAMPLE, "returns", registry(), types={"reason": "varchar(10)"})
+
+
+def test_a_failed_write_leaves_the_project_unchanged(project):
+    plan = plan_source("returns", jdbc_table="returns", project=project, sample=SAMPLE)
+    before = _digest(project)
+    (project / "tests").mkdir(exist_ok=True)
+    (project / "tests" / "unit").write_text("a file where the test folder should be\n")  # the test cannot be written
+    with pytest.raises(OSError):
+        plan.write()
+    after = _digest(project)
+    assert {k for k in after if before.get(k) != after[k]} == {"tests/unit"}
+    assert not list(project.rglob("*.onboard-tmp"))
+
+
+def test_landing_ingestion_refuses_a_table_that_is_not_a_landing_source():
+    from retail_lakehouse.pipeline.ingest import ingest_landing
+
+    with pytest.raises(ParameterError, match="not a landing source"):
+        ingest_landing("customers", run_id="r")

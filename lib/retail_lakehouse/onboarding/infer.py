@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from retail_lakehouse.core.errors import ConfigError, ParameterError
-from retail_lakehouse.core.tables import Registry
+from retail_lakehouse.core.tables import Registry, spark_type_to_arrow
 from retail_lakehouse.onboarding.inspect import SourceSample
 
 SUPPORTED = ("string", "bigint", "int", "smallint", "double", "float", "boolean", "date", "timestamp")
@@ -135,13 +135,31 @@ def _standard(col: str, typ: str, kind: str, values: list) -> tuple[str, str]:
     return typ, col
 
 
+def _override(col: str, typ: str, silver: str) -> tuple[str, str]:
+    """(silver type, SQL) for a type the engineer chose (`--type COL=TYPE`)."""
+    silver = silver.strip().lower()
+    spark_type_to_arrow(silver)  # ConfigError for a type the registry does not take
+    if silver == "timestamp" and typ == "string":
+        return silver, f"try_to_timestamp({col}, {_SPARK_TS})"
+    if silver == "date" and typ == "string":
+        return silver, f"to_date(try_to_timestamp({col}, 'yyyy-MM-dd'))"
+    return silver, col if silver == typ else f"cast({col} AS {silver})"
+
+
 def infer(
-    sample: SourceSample, name: str, registry: Registry, *, key: str | None = None, watermark: str | None = None
+    sample: SourceSample,
+    name: str,
+    registry: Registry,
+    *,
+    key: str | None = None,
+    watermark: str | None = None,
+    types: dict[str, str] | None = None,
 ) -> SourceSchema:
     """The schema onboarding writes for `name`, from a sample of its source.
 
     Raises:
-        ConfigError: a column of a type onboarding does not support (nested values, binary).
+        ConfigError: a column of a type onboarding does not support (nested values, binary), or a
+            `types` override naming a type the registry does not take.
         ParameterError: no key or watermark can be found, or an override names no (suitable) column.
     """
     if not sample.rows:
@@ -160,6 +178,9 @@ def infer(
             kinds[col] = "date"
         else:
             kinds[col] = typ
+    unknown = sorted(set(types or {}) - set(sample.columns))
+    if unknown:
+        raise ParameterError("--type", f"{', '.join(unknown)}: not a column of the source; columns: {', '.join(sample.columns)}")
     key_col = _key(sample, name, key)
     wm = _watermark(sample, kinds, watermark)
     stamps = [c for c, k in kinds.items() if k == "timestamp"]
@@ -178,7 +199,8 @@ def infer(
                 else "flag" if typ == "boolean" else "text")
         if role == "number" and values:
             ranges[col] = _range(values)
-        columns.append(Column(col, typ, *_standard(col, typ, kind, values), role))
+        standard = _override(col, typ, (types or {})[col]) if col in (types or {}) else _standard(col, typ, kind, values)
+        columns.append(Column(col, typ, *standard, role))
     date_column = None
     if business:
         stem = re.sub(r"(_ts|_at|_time|_timestamp)$", "", business)

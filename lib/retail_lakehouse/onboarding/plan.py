@@ -126,6 +126,7 @@ def plan_source(
     landing: str | None = None,
     key: str | None = None,
     watermark: str | None = None,
+    types: dict[str, str] | None = None,
     project: str | Path | None = None,
     env: str = "local",
     force: bool = False,
@@ -138,6 +139,7 @@ def plan_source(
         jdbc_table: a table of the environment's OLTP database (params `oltp_url`).
         landing: a folder of JSON-lines files.
         key / watermark: override the inferred business key / incremental column.
+        types: column -> silver type, overriding the inferred ones (e.g. ``{"refund_amount": "double"}``).
         project: the project directory written to (default: this checkout).
         env: environment whose source is read.
         force: allow re-rendering files that exist (never a registered table).
@@ -165,7 +167,7 @@ def plan_source(
 
             found = sample_landing(landing_dir(str(landing), load_settings(env)))
             sample = dataclasses.replace(found, location=str(landing))  # the registry keeps it as given
-    schema = infer(sample, name, load_registry(registry_text), key=key, watermark=watermark)
+    schema = infer(sample, name, load_registry(registry_text), key=key, watermark=watermark, types=types)
     new_registry = render.add_registry_entries(registry_text, schema)
     load_registry(new_registry)  # the registry as written must load: fail here, before any file is touched
     files = {
