@@ -11,6 +11,7 @@ import pytest
 
 from retail_lakehouse.core.config import PROJECT_ROOT
 from retail_lakehouse.site import _book_pages as pages
+from retail_lakehouse.site import _book_readable as readable
 from retail_lakehouse.site import _book_runs as runs
 from retail_lakehouse.site import book
 
@@ -350,7 +351,7 @@ TRACE = (
 
 def test_tracebacks_are_shown_once_with_installed_frames_collapsed():
     text = "--- ingest_orders\n" + TRACE + "--- ingest_items\n" + TRACE
-    out = runs.dedupe_tracebacks(text)
+    out = readable.dedupe_tracebacks(text)
     assert out.count("Traceback (most recent call last):") == 1
     assert "(the same traceback as above: sqlite3.OperationalError: unable to open database file)" in out
     assert "site-packages" not in out and "... 2 frame(s) in installed packages ..." in out
@@ -358,11 +359,11 @@ def test_tracebacks_are_shown_once_with_installed_frames_collapsed():
     # across outputs of one page too
     seen: set[str] = set()
     outputs = [{"output_type": "stream", "name": "stdout", "text": TRACE}] * 2
-    shown = runs.readable_outputs(outputs, seen)
+    shown = readable.readable_outputs(outputs, seen)
     assert "Traceback" in shown[0]["text"] and "Traceback" not in shown[1]["text"]
     error = {"output_type": "error", "ename": "E", "evalue": "v",
              "traceback": ["\x1b[0;31mE\x1b[0m", 'File <venv>/lib/python3.11/site-packages/x.py:3, in f', "E: v"]}
-    assert runs.readable_outputs([error])[0]["traceback"] == [
+    assert readable.readable_outputs([error])[0]["traceback"] == [
         "\x1b[0;31mE\x1b[0m", "  ... 1 frame(s) in installed packages ...", "E: v"]
 
 
@@ -370,14 +371,14 @@ def test_wide_tables_keep_their_first_columns_with_a_caption():
     import pandas as pd
 
     wide = pd.DataFrame([{"_run_id": "r1"} | {f"c{i}": i for i in range(12)} | {"note": "word " * 80}])
-    html = runs.trim_table(wide.to_html(), max_columns=8)
+    html = readable.trim_table(wide.to_html(), max_columns=8)
     assert "<caption>1 row(s); 8 of 14 columns (left out: c8, c9, c10, c11, note, _run_id;" in html
     assert "<th>c0</th>" in html and "<th>c7</th>" in html and "<th>c8</th>" not in html
     assert "_run_id</th>" not in html and html.count("<td>") == 8
-    narrow = runs.trim_table(pd.DataFrame({"a": [1, 2], "text": ["x " * 150, "y"]}).to_html())
+    narrow = readable.trim_table(pd.DataFrame({"a": [1, 2], "text": ["x " * 150, "y"]}).to_html())
     assert "<caption>2 row(s), 2 column(s)</caption>" in narrow
     cell = re.search(r"<td>(x [^<]*)</td>", narrow).group(1)
-    assert cell.endswith(" ...") and len(cell) <= runs.MAX_CELL_CHARS and "x x" in cell
+    assert cell.endswith(" ...") and len(cell) <= readable.MAX_CELL_CHARS and "x x" in cell
 
 
 def test_production_commands_name_the_ops_run_and_the_failed_job_run():

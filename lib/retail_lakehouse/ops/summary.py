@@ -1,6 +1,6 @@
 """The summary every ops notebook prints as its last cell: the verdict in five lines.
 
-Each procedure's module builds its `Summary` from its result object (`<module>.summarize(...)`); the
+Each procedure's module builds its `Summary` from its result object (`<module>.summary_of(...)`); the
 notebook's last cell (tagged `summary`) only calls `.show()`, so a papermill run read in a terminal and
 the executed example on the site open the same way: symptom, diagnosis, evidence in one line, the next
 step as the exact command, and the outcome. The printed text round-trips through `Summary.parse`, which

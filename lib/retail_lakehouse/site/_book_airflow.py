@@ -296,7 +296,7 @@ def make_example(home: Path, key: str) -> RunRecord:
         seconds=round(time.perf_counter() - started, 1),
     )
     nb = prepare_for_site(nbformat.read(output, as_version=4), record)
-    from retail_lakehouse.site._book_runs import summary_box
+    from retail_lakehouse.site._book_readable import summary_box
 
     nb.cells[0] = nbformat.v4.new_markdown_cell(_intro(record, run, summary_box(nb)))
     nbformat.write(nb, output)
