@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from databricks.sdk import WorkspaceClient
 
-__all__ = ["RepairOutcome", "Triage", "find_run", "repair", "target", "task_frame", "triage"]
+__all__ = ["RepairOutcome", "Triage", "find_run", "repair", "tail_lines", "target", "task_frame", "triage"]
 
 _TERMINAL = {"TERMINATED", "SKIPPED", "INTERNAL_ERROR"}
 _FAILED_STATES = {"FAILED", "TIMEDOUT", "CANCELED", "UPSTREAM_FAILED", "MAXIMUM_CONCURRENT_RUNS_REACHED"}
@@ -121,7 +121,7 @@ def task_frame(run: dict[str, Any]) -> pd.DataFrame:
     )
 
 
-def _tail(text: str, chars: int) -> str:
+def tail_lines(text: str, chars: int) -> str:
     """The last `chars` characters of `text`, from the start of a line (never a word cut in two)."""
     if len(text) <= chars:
         return text
@@ -191,7 +191,7 @@ class Triage:
         by_tail: dict[str, list[str]] = {}
         for key in self.failed:
             if key in traces and traces[key]:
-                by_tail.setdefault(_tail(str(traces[key]), chars), []).append(key)
+                by_tail.setdefault(tail_lines(str(traces[key]), chars), []).append(key)
         return {", ".join(keys): tail for tail, keys in by_tail.items()}
 
 
