@@ -203,3 +203,23 @@ def test_landing_ingestion_refuses_a_table_that_is_not_a_landing_source():
 
     with pytest.raises(ParameterError, match="not a landing source"):
         ingest_landing("customers", run_id="r")
+
+
+def test_warm_kernels_are_not_reused_after_the_registry_changes(tmp_path, monkeypatch):
+    """Onboarding edits only YAML in the library; the warm-kernel server, whose modules read it at
+    import, is keyed by it too, so the next run forks from a fresh one."""
+    import os
+
+    from retail_lakehouse.core import config
+    from retail_lakehouse.jobs import _zygote
+
+    (tmp_path / "core").mkdir()
+    (tmp_path / "core" / "tables.py").write_text("x = 1\n")
+    os.utime(tmp_path / "core" / "tables.py", (500_000, 500_000))
+    registry_file = tmp_path / "core" / "schema_definitions.yaml"
+    registry_file.write_text("tables: []\n")
+    os.utime(registry_file, (1_000_000, 1_000_000))
+    monkeypatch.setattr(config, "LIBRARY_DIR", tmp_path)
+    before = _zygote._code_stamp("python")
+    os.utime(registry_file, (2_000_000, 2_000_000))
+    assert _zygote._code_stamp("python") != before

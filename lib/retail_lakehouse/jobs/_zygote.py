@@ -106,9 +106,11 @@ def _socket_dir() -> Path:
 
 
 def _code_stamp(python: str) -> tuple[str, str]:
-    """(python key, code key): a server serves one interpreter and one version of the library."""
+    """(python key, code key): a server serves one interpreter and one version of the library, its
+    YAML included (the registry, rules and checks its preloaded modules read at import, which
+    `lakehouse onboard` edits)."""
     py = hashlib.sha1(os.path.realpath(python).encode() + python.encode()).hexdigest()[:10]
-    return py, files_stamp(library_files(), py)[:10]
+    return py, files_stamp(library_files((".py", ".yaml")), py)[:10]
 
 
 def _paths(python: str) -> tuple[Path, str]:
