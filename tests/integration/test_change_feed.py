@@ -96,6 +96,7 @@ def test_the_feed_is_on_only_for_databricks_targets(two_batches):
     # Locally the table was created without the feed: its properties say so.
     props = {r[0]: r[1] for r in engine.sql(f"SHOW TBLPROPERTIES {bronze.full_name(settings)}", env="local").collect()}
     assert props.get(CDF_PROPERTY, "false") != "true"
+    assert incremental.feed_enabled(bronze.full_name(settings), "local") is False
 
 
 def test_silver_reads_by_watermark_locally_and_records_no_version(two_batches):

@@ -3,7 +3,8 @@
 A bronze table declaring `change_data_feed` is created with ``delta.enableChangeDataFeed = true`` on
 Databricks targets (`TableDef.create_properties`); there silver reads the rows inserted after the
 bronze version it last processed (`last_processed_version` in `monitoring.watermarks`), up to the
-version it saw at the start of the run, and records that version. Locally the feed is never on (Sail
+version it saw at the start of the run, and records that version (a table whose properties do not turn
+the feed on, e.g. created before the registry declared it, is read by watermark). Locally the feed is never on (Sail
 cannot write such tables; the engine refuses them with UnsupportedLocallyError), and silver reads
 the rows ingested after its `last_processed_timestamp` (`_ingested_at`), as the runbook describes.
 Bronze is append-only, so its change feed holds inserts only: both reads give the same new rows.
@@ -18,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from retail_lakehouse import engine
+from retail_lakehouse.core.tables import CDF_PROPERTY
 from retail_lakehouse.engine.watermarks import get_watermark
 
 if TYPE_CHECKING:
@@ -55,6 +57,13 @@ def by_change_feed(spark: SparkSession, full: str, since_version: int, until_ver
     return feed.filter(F.col("_change_type") == "insert").drop(*_CDF_COLUMNS)
 
 
+def feed_enabled(full: str, env: str) -> bool:
+    """Whether the table's properties turn its change feed on (a table created before the registry
+    declared it, and not altered since, has none: silver then reads it by watermark)."""
+    rows = engine.sql(f"SHOW TBLPROPERTIES {full}", env=env).collect()
+    return any(str(r[0]) == CDF_PROPERTY and str(r[1]).lower() == "true" for r in rows)
+
+
 def current_version(full: str, env: str) -> int:
     """The table's latest Delta version (`DESCRIBE HISTORY`; served by delta-rs locally)."""
     return int(engine.sql(f"DESCRIBE HISTORY {full} LIMIT 1", env=env).collect()[0]["version"])
@@ -85,7 +94,7 @@ def new_bronze_rows(
     full = bronze.full_name(settings)
     rows = spark.table(full)
     watermark = get_watermark(PIPELINE, table, env=settings.env)
-    if read_mode(bronze, settings) == "watermark":
+    if read_mode(bronze, settings) == "watermark" or not feed_enabled(full, settings.env):
         return by_watermark(rows, watermark), None
     until = current_version(full, settings.env)
     since = last_version(table, settings)
