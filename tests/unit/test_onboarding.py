@@ -174,6 +174,8 @@ def test_check_finds_broken_wiring(project):
     assert any("ingest_spare.ipynb: not a task" in p for p in problems)
     assert any("columns differ" in p and "reason" in p for p in problems)
     assert cli.main(["onboard", "--check", "--project", str(project)]) == 1
+    (project / "lib/retail_lakehouse/pipeline/rules/stores.yaml").unlink()
+    assert "silver.stores: registered, but no rule set rules/stores.yaml builds it" in check_project(project)
 
 
 def test_types_can_be_overridden():

@@ -162,4 +162,6 @@ def check_project(project: str | Path | None = None) -> list[str]:
         problems += _check_rule_set(name, path, ctx)
     for t in registry.in_layer("bronze"):
         problems += _check_bronze(t, ctx)
+    problems += [f"silver.{t.name}: registered, but no rule set rules/{t.name}.yaml builds it"
+                 for t in registry.in_layer("silver") if t.name not in rule_sets and not t.name.endswith("_quarantine")]
     return problems + _check_wiring(root, bundle, set(ctx["refs"]))
