@@ -21,11 +21,16 @@ if TYPE_CHECKING:
 
     from retail_lakehouse.ops.summary import Summary
 
-__all__ = ["PARAMETERS", "AlertsReview", "payloads", "received", "review", "summary_of"]
+__all__ = ["PARAMETERS", "SHOWN", "AlertsReview", "payloads", "received", "review", "summary_of"]
 
 PARAMETERS = Parameters(key=Param(required=False), limit=Param(minimum=1, maximum=1000))
 COLUMNS = ["created_at", "alert_key", "severity", "source", "delivery_status", "attempts", "suppressed_count",
            "resolved_at", "summary", "destinations", "delivery", "resolve_delivery", "runbook", "command", "link"]  # fmt: skip
+
+
+# The columns the notebook shows (the rest: delivery JSON, runbook, command, link, printed below it).
+SHOWN = ["created_at", "alert_key", "severity", "delivery_status", "attempts", "suppressed_count", "resolved_at",
+         "summary"]  # fmt: skip
 
 
 def received_dir() -> Path:
