@@ -391,3 +391,13 @@ def test_production_commands_name_the_ops_run_and_the_failed_job_run():
                             parameters={"env": "local", "job_run_id": "17", "action": "retry", "dry_run": False})
     prod = pages.production_parameters(inspected, [record])
     assert prod == {"env": "prod", "ops_run_id": "<OPS_RUN_ID>", "job_run_id": "<JOB_RUN_ID>", "action": "retry"}
+
+
+def test_procedure_page_names_no_folder_of_this_machine(tmp_path):
+    import tempfile
+
+    record = runs.RunRecord(drill="new_source", notebook="restore", key="k",
+                            parameters={"env": "local", "table": str(tmp_path / "copy")})
+    text = pages.procedure_page("restore", INSPECTED, [record])
+    assert str(tmp_path) not in text and tempfile.gettempdir() not in text
+    assert "-p table <tmp>/" in text

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from retail_lakehouse.site._book_runs import GENERATED, OPS_DIR, RunRecord, command_line
+from retail_lakehouse.site._book_runs import GENERATED, OPS_DIR, RunRecord, command_line, machine_paths, scrub
 
 PARAMS_DIR = GENERATED / "params"
 PROCEDURES_DIR = GENERATED / "procedures"
@@ -152,7 +152,8 @@ def procedure_page(
         )
     else:
         out.append("**Executed example run**: no executed example yet (no drill creates this incident).\n")
-    return "\n".join(out) + "\n"
+    # A drill's values may name this machine's folders (a project copy under the temporary folder).
+    return scrub("\n".join(out) + "\n", machine_paths())
 
 
 def index_page(notebooks: list[str], runs: Mapping[str, list[RunRecord]], chapters: Mapping[str, str]) -> str:
