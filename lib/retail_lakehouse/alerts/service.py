@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _key_locks: dict[tuple[str, str], threading.Lock] = {}
 _running: set[threading.Thread] = set()
-_queued: set[Any] = set()  # futures of `update` not finished yet (flush waits for them too)
 
 
 def _key_lock(env: str, key: str) -> threading.Lock:
@@ -248,55 +247,195 @@ def update(
     prefix: str = "",
     env: str | None = None,
     wait: float | None = None,
+    workspace: Any = None,
 ) -> dict[str, AlertOutcome]:
-    """Send the incidents that fire and resolve the cleared keys that are open, at most 4 at once.
+    """Send the incidents that fire and resolve the cleared keys that are open, as one batch.
 
-    A monitor that judges many things per run (tables, streams) calls this once: `open_keys(prefix)`
-    decides which cleared keys have something to resolve (locally without a query).
+    A monitor that judges many things per run (tables, streams) calls this once: one read of the
+    open incidents (none locally when the marker files say nothing is open), every delivery at once,
+    one MERGE for the new rows and one for the updates. Same rules as `send` and `resolve`.
 
     Args:
-        firing: alerts to send (a repeat is counted, see `send`).
+        firing: alerts to send (a repeat within the window is counted, see `send`).
         clear: incident keys judged healthy this run.
         prefix: the keys' common prefix (e.g. ``freshness:``), for `open_keys`.
         env: environment (default `LAKEHOUSE_ENV` or `local`).
-        wait: seconds to wait for all of them (default `alerts.wait_seconds`); what is not done by
-            then is ``pending`` and finishes in the background.
+        wait: seconds to wait for the batch (default `alerts.wait_seconds`); after it every key is
+            ``pending`` and the batch finishes in the background (see `flush`).
+        workspace: as for `send`.
 
     Returns:
         Incident key -> what was done (nothing for a cleared key with no open alert). Never raises.
     """
-    from concurrent.futures import ThreadPoolExecutor
-    from concurrent.futures import wait as futures_wait
-
     env = env or current_env()
-    calls: dict[str, Callable[[], AlertOutcome]] = {}
-    for alert in firing:
-        calls[alert.key] = lambda a=alert: send(a, env=env, wait=wait)
-    if clear:
-        opened = open_keys(prefix, env=env)
-        for key in clear:
-            if key not in calls and (opened is None or key in opened):
-                calls[key] = lambda k=key: resolve(k, env=env, wait=wait)
-    if not calls:
+    firing = list({a.key: a for a in firing}.values())
+    fired = {a.key for a in firing}
+    opened = open_keys(prefix, env=env) if clear or firing else set()
+    clear = [k for k in dict.fromkeys(clear) if k not in fired and (opened is None or k in opened)]
+    if not firing and not clear:
         return {}
-    try:
-        deadline = load_config(env).wait_seconds if wait is None else wait
-    except Exception:
-        deadline = 20.0
-    pool = ThreadPoolExecutor(max_workers=min(4, len(calls)), thread_name_prefix="alerts-update")
-    futures = {key: pool.submit(call) for key, call in calls.items()}
-    with _lock:
-        _queued.update(futures.values())
-    for f in futures.values():
-        f.add_done_callback(_dequeue)
-    done, _ = futures_wait(list(futures.values()), timeout=max(deadline, 0))
-    pool.shutdown(wait=False)  # what is left finishes in the background (see `flush`)
-    return {key: f.result() if f in done else AlertOutcome("pending", key) for key, f in futures.items()}
+    # Locally the markers are the truth: no query when none of these keys is open.
+    read = opened is None or any(k in opened for k in [*fired, *clear])
+    box: list[dict[str, AlertOutcome]] = []
+
+    def work() -> AlertOutcome:
+        box.append(_update(firing, clear, env, read, workspace))
+        return AlertOutcome("sent", "update")
+
+    keys = [*fired, *clear]
+    outcome = _run(work, f"update:{prefix}"[:255], wait, _wait_default(env))
+    if box:
+        return box[0]
+    if outcome.action == "error":
+        return {k: AlertOutcome("error", k, problems=outcome.problems) for k in keys}
+    return {k: AlertOutcome("pending", k) for k in keys}
 
 
-def _dequeue(future: Any) -> None:
-    with _lock:
-        _queued.discard(future)
+def _update(
+    firing: list[Alert], clear: list[str], env: str, read: bool, workspace: Any
+) -> dict[str, AlertOutcome]:
+    batch = _Batch(env, workspace)
+    keys = sorted({*(a.key for a in firing), *clear})
+    with contextlib.ExitStack() as held:
+        for key in keys:  # sorted: two batches never wait for each other's keys crosswise
+            held.enter_context(_key_lock(env, key))
+        opened = batch.read(keys) if read else {}
+        if opened is None:  # unreadable: send anyway, resolve nothing
+            opened, clear = {}, []
+        batch.plan(firing, clear, opened)
+        batch.deliver()
+        batch.record()
+    return batch.outcomes()
+
+
+class _Batch:
+    """One `update`: what to send, count and resolve; deliveries at once; one MERGE per kind of row."""
+
+    def __init__(self, env: str, workspace: Any) -> None:
+        self.env, self.workspace = env, workspace
+        self.problems: list[str] = []
+        self.config = _config(env, self.problems)
+        self.now = store.now()
+        self.out: dict[str, AlertOutcome] = {}
+        self.counted: list[dict[str, Any]] = []
+        self.triggers: dict[str, tuple[Alert, str]] = {}
+        self.resolving: dict[str, list] = {}
+        self.jobs: dict[str, Callable[[], tuple]] = {}
+        self.delivered: dict[str, tuple] = {}
+
+    def read(self, keys: list[str]) -> dict[str, list] | None:
+        try:
+            return store.open_incidents_many(keys, self.env)
+        except Exception as exc:
+            _problem(
+                self.problems, "could not read monitoring.alerts (sending anyway, resolving nothing)", exc
+            )
+            return None
+
+    def _job(self, name: str, names: list[str], n: channels.Notification) -> None:
+        config, secrets = self.config, SecretReader(self.env, self.workspace)
+        assert config is not None
+        self.jobs[name] = lambda: channels.deliver_all(names, n, config, secrets)
+
+    def plan(self, firing: list[Alert], clear: list[str], opened: dict[str, list]) -> None:
+        config = self.config
+        for alert in firing:
+            incidents = opened.get(alert.key) or []
+            latest = incidents[0][0] if incidents else None
+            if (
+                config
+                and latest is not None
+                and decide(latest, self.now, config.suppress_window) == "suppress"
+            ):
+                count = latest.suppressed_count + 1
+                self.counted.append({"alert_id": latest.alert_id, "suppressed_count": count,
+                                     "last_seen_at": self.now, "updated_at": self.now})  # fmt: skip
+                self.out[alert.key] = AlertOutcome("suppressed", alert.key, latest.alert_id,
+                                                   incidents[0][1].get("delivery_status"), suppressed_count=count)  # fmt: skip
+                continue
+            alert_id = uuid.uuid4().hex
+            self.triggers[alert.key] = (alert, alert_id)
+            if config:
+                n = channels.Notification("trigger", alert, self.env, alert_id)
+                self._job(alert.key, route(alert, config.routes), n)
+        for key in clear:
+            incidents = opened.get(key) or []
+            if not incidents:
+                self.out[key] = AlertOutcome("nothing_open", key)
+                _unmark(key, self.env)
+                continue
+            latest, row = incidents[0]
+            self.resolving[key] = incidents
+            if config:
+                alert = Alert(key=key, severity=row["severity"], source=row["source"], summary=row["summary"],
+                              link=row["link"] or "", runbook=row["runbook"] or "", command=row["command"] or "")  # fmt: skip
+                n = channels.Notification(
+                    "resolve", alert, self.env, latest.alert_id, latest.suppressed_count
+                )
+                self._job(f"resolve:{key}", [d for d in latest.destinations if d in config.destinations], n)
+
+    def deliver(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        if not self.jobs:
+            return
+        with ThreadPoolExecutor(max_workers=min(8, len(self.jobs)), thread_name_prefix="alert-batch") as pool:
+            futures = {k: pool.submit(job) for k, job in self.jobs.items()}
+        for k, f in futures.items():
+            try:
+                self.delivered[k] = f.result()
+            except Exception as exc:
+                _problem(self.problems, f"delivery of {k} failed", exc)
+                self.delivered[k] = ()
+
+    def record(self) -> None:
+        now, config = self.now, self.config
+        new_rows = []
+        for key, (alert, alert_id) in self.triggers.items():
+            deliveries = self.delivered.get(key, ())
+            row = store.new_row(alert_id, alert, self.env, deliveries, now,
+                                config_problem=None if config else self.problems[0])  # fmt: skip
+            new_rows.append(row)
+            self.out[key] = AlertOutcome("sent", key, alert_id, row["delivery_status"], deliveries)
+        resolved_rows = []
+        for key, incidents in self.resolving.items():
+            latest = incidents[0][0]
+            deliveries = self.delivered.get(f"resolve:{key}", ())
+            payload = store.delivery_json(deliveries) if config else json.dumps({"config": self.problems[0]})
+            resolved_rows += [{"alert_id": i.alert_id, "resolved_at": now, "resolve_delivery": payload,
+                               "updated_at": now} for i, _ in incidents]  # fmt: skip
+            status = row_status(deliveries) if config else "FAILED"
+            self.out[key] = AlertOutcome("resolved", key, latest.alert_id, status, deliveries,
+                                         latest.suppressed_count)  # fmt: skip
+        self._merge(new_rows, "record the alerts", list(self.triggers), True)
+        self._merge(self.counted, "count the repeats", [], True)
+        self._merge(resolved_rows, "mark the alerts resolved", list(self.resolving), False)
+
+    def _merge(self, rows: list[dict[str, Any]], what: str, keys: list[str], is_open: bool) -> None:
+        if not rows:
+            return
+        try:
+            store.merge(rows, self.env)
+        except Exception as exc:
+            _problem(self.problems, f"could not {what} in monitoring.alerts", exc)
+            return
+        for key in keys:
+            try:
+                store.mark(key, self.env, is_open=is_open)
+            except OSError as exc:
+                log.warning("alerts: could not update the open marker of %s: %s", key, exc)
+
+    def outcomes(self) -> dict[str, AlertOutcome]:
+        for key, o in self.out.items():
+            if o.status in ("FAILED", "PARTIAL"):
+                log.warning("alerts: %s %s -> %s", o.action, key, o.status)
+        log.info("alerts: batch of %d: %s", len(self.out),
+                 ", ".join(f"{k} {o.action}" for k, o in sorted(self.out.items())))  # fmt: skip
+        if not self.problems:
+            return self.out
+        problems = tuple(self.problems)
+        return {k: AlertOutcome(o.action, o.key, o.alert_id, o.status, o.deliveries, o.suppressed_count, problems)
+                for k, o in self.out.items()}  # fmt: skip
 
 
 def flush(timeout: float = 60.0) -> bool:
@@ -307,14 +446,9 @@ def flush(timeout: float = 60.0) -> bool:
     while True:
         with _lock:
             threads = list(_running)
-            queued = list(_queued)
-        if not threads and not queued:
+        if not threads:
             return True
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
-        if threads:
-            threads[0].join(timeout=remaining)
-        else:
-            with contextlib.suppress(Exception):  # a timeout: checked at the top of the loop
-                queued[0].exception(timeout=remaining)
+        threads[0].join(timeout=remaining)

@@ -183,3 +183,32 @@ def open_keys(env: str, prefix: str = "") -> set[str]:
         for key in keys:
             mark(key, env, is_open=True)
     return {k for k in keys if k.startswith(prefix)}
+
+
+def open_incidents_many(keys: list[str], env: str) -> dict[str, list[tuple[OpenIncident, dict[str, Any]]]]:
+    """`open_incidents` of several keys in one query: key -> its unresolved rows, newest first."""
+    from retail_lakehouse import engine
+    from retail_lakehouse.engine import writes
+
+    if not keys:
+        return {}
+    params = {f"k{i}": k for i, k in enumerate(keys)}
+    with _IO_LOCK:
+        full = writes.ensure_table(TABLE, env=env)
+        rows = engine.sql(
+            f"SELECT * FROM {full} WHERE resolved_at IS NULL AND alert_key IN "
+            f"({', '.join(':' + p for p in params)}) ORDER BY created_at DESC",
+            params,
+            env=env,
+        ).collect()
+    out: dict[str, list[tuple[OpenIncident, dict[str, Any]]]] = {}
+    for r in rows:
+        d = r.asDict()
+        incident = OpenIncident(
+            alert_id=d["alert_id"],
+            created_at=_utc(d["created_at"]),
+            suppressed_count=int(d["suppressed_count"] or 0),
+            destinations=tuple(json.loads(d["destinations"] or "[]")),
+        )
+        out.setdefault(d["alert_key"], []).append((incident, d))
+    return out
