@@ -251,3 +251,29 @@ def test_spend_over_the_env_budget_alerts_by_email_and_within_budget_does_not(re
     assert "top spender retail_daily" in json.dumps(mail)
     (hook,) = arrived(receivers, "webhook", "cost:2026-11-01..2026-11-07")
     assert "-p start_date 2026-11-01 -p end_date 2026-11-07" in runnable(hook["body"]["command"])
+
+
+def test_a_batch_of_incidents_is_one_row_each_then_counted_then_resolved(receivers):
+    keys = [f"freshness:batch.t{i:02d}" for i in range(12)]
+    firing = [
+        alerts.Alert(key=k, severity="warning", source="freshness", summary=f"{k} is STALE") for k in keys
+    ]
+    started = time.monotonic()
+    sent = alerts.update(firing, prefix="freshness:batch.", env="local", wait=60)
+    assert time.monotonic() - started < 15
+    assert {k: (o.action, o.status) for k, o in sent.items()} == dict.fromkeys(keys, ("sent", "DELIVERED"))
+    assert (
+        sorted(
+            r["body"]["key"]
+            for r in read_received("webhook", receivers.directory)
+            if "batch.t" in r["body"]["key"]
+        )
+        == keys
+    )
+    again = alerts.update(firing, prefix="freshness:batch.", env="local", wait=60)
+    assert {o.action for o in again.values()} == {"suppressed"}
+    done = alerts.update([], keys, prefix="freshness:batch.", env="local", wait=60)
+    assert {o.action for o in done.values()} == {"resolved"}
+    recorded = [r for r in store.recent("local", 1000) if r["alert_key"] in keys]
+    assert len(recorded) == 12 and all(r["suppressed_count"] == 1 and r["resolved_at"] for r in recorded)
+    assert alerts.open_keys("freshness:batch.", env="local") == set()
