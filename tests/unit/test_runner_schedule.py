@@ -209,11 +209,11 @@ def test_a_failing_task_is_tried_max_retries_plus_one_times(tmp_path, script):
     assert (out / "run.json").is_file()
 
 
-def test_without_max_retries_a_task_gets_the_default_attempts(tmp_path, script):
+def test_without_max_retries_a_task_is_tried_once_as_on_databricks(tmp_path, script):
     outcomes, _ = script
     outcomes["t"] = [ValueError("x")] * 5
     run = execution(_job(TaskSpec("t", notebook_path=tmp_path / "x.ipynb")), tmp_path).run()
-    assert states(run) == {"t": [(1, F), (2, F), (3, F)]}
+    assert states(run) == {"t": [(1, F)]}
 
 
 def test_a_task_that_recovers_succeeds_on_the_next_attempt(tmp_path, script):
