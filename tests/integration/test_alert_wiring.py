@@ -105,6 +105,22 @@ def test_a_successful_run_resolves_an_open_job_alert_and_costs_nothing_otherwise
     assert per_run < 0.05, f"{per_run * 1000:.1f} ms per successful run"
 
 
+def test_a_chained_run_resolves_the_jobs_it_ran(receivers):
+    from retail_lakehouse.databricks.bundle import load_bundle
+    from retail_lakehouse.jobs.runner import run_job
+
+    for key in ("job:chain_job", "job:params_job"):
+        alerts.send(
+            alerts.Alert(key=key, severity="error", source="job", summary=f"{key} failed"),
+            env="local",
+            wait=30,
+        )
+    run = run_job("chain_job", bundle=load_bundle(BUNDLE, target="local"))
+    assert run.state == "SUCCESS", run.to_dict()
+    assert alerts.open_keys("job:", env="local") & {"job:chain_job", "job:params_job"} == set()
+    assert all(r["resolved_at"] is not None for k in ("job:chain_job", "job:params_job") for r in rows(k))
+
+
 def test_alerting_never_fails_or_blocks_a_job(receivers, tmp_path, monkeypatch):
     """A malformed alerts config: the run is returned as it was, the row says why, quickly."""
     import yaml

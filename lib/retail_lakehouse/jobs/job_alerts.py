@@ -1,12 +1,12 @@
 """Alerts for job runs: a failed run (its tasks' retries exhausted) notifies `job:<job>`, a
-successful run resolves it.
+successful run resolves it (and those of the jobs it ran as run-job tasks).
 
     from retail_lakehouse.jobs.job_alerts import notify_run
     notify_run(run)          # the runner calls it once per run, at the end
 
 The alert links the run's folder (run.json and the executed notebooks) and gives the papermill
 command of `job_failure_triage` for that run. Cost per run: a successful run asks `alerts.open_keys`
-(locally a directory listing, no query) and resolves only when `job:<job>` is open; a failed run
+(locally a directory listing, no query) and resolves only the keys that are open; a failed run
 sends (delivery and the row, waited for at most `wait` seconds). Never raises.
 """
 
@@ -57,6 +57,20 @@ def alert_for(run: JobRun) -> alerts.Alert:
     )
 
 
+def _chained(run: JobRun) -> list[str]:
+    """Keys of the jobs a successful run ran as run-job tasks (they succeeded too: resolve theirs)."""
+    from retail_lakehouse.jobs.runner import load_run
+
+    keys = []
+    for task in run.tasks:
+        if task.child_run_id and task.state == "SUCCESS":
+            try:
+                keys.append(f"job:{load_run(task.child_run_id, run.env).job}")
+            except Exception as exc:  # noqa: BLE001 - a missing child run.json: nothing to resolve for it
+                log.debug("no child run %s: %s", task.child_run_id, exc)
+    return keys
+
+
 def notify_run(run: JobRun, *, wait: float = DEFAULT_WAIT_SECONDS) -> alerts.AlertOutcome | None:
     """Alert on a failed run, resolve on a successful one (a canceled run: nothing).
 
@@ -73,9 +87,8 @@ def notify_run(run: JobRun, *, wait: float = DEFAULT_WAIT_SECONDS) -> alerts.Ale
             return alerts.send(alert_for(run), env=run.env, wait=wait)
         if run.state == "SUCCESS":
             key = f"job:{run.job}"
-            keys = alerts.open_keys(key, env=run.env)
-            if keys is None or key in keys:
-                return alerts.resolve(key, env=run.env, wait=wait)
+            resolved = alerts.update([], [key, *_chained(run)], prefix="job:", env=run.env, wait=wait)
+            return resolved.get(key) or next(iter(resolved.values()), None)
         return None
     except Exception as exc:  # noqa: BLE001 - alerting never fails a job
         log.warning("job %s run %s: alerting failed: %s", run.job, run.run_id, exc)
