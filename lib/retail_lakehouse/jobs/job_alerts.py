@@ -12,7 +12,9 @@ sends (delivery and the row, waited for at most `wait` seconds). Never raises.
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 from retail_lakehouse import alerts
 from retail_lakehouse.jobs.job_runs import JobRun, workspace_run_id
@@ -59,14 +61,13 @@ def alert_for(run: JobRun) -> alerts.Alert:
 
 def _chained(run: JobRun) -> list[str]:
     """Keys of the jobs a successful run ran as run-job tasks (they succeeded too: resolve theirs)."""
-    from retail_lakehouse.jobs.runner import load_run
-
     keys = []
     for task in run.tasks:
-        if task.child_run_id and task.state == "SUCCESS":
-            try:
-                keys.append(f"job:{load_run(task.child_run_id, run.env).job}")
-            except Exception as exc:  # noqa: BLE001 - a missing child run.json: nothing to resolve for it
+        if task.child_run_id and task.state == "SUCCESS" and task.output_path:
+            try:  # a run-job task's output_path is the child run's folder
+                child = json.loads((Path(task.output_path) / "run.json").read_text())
+                keys.append(f"job:{child['job']}")
+            except (OSError, ValueError, KeyError) as exc:  # no child run.json: nothing to resolve for it
                 log.debug("no child run %s: %s", task.child_run_id, exc)
     return keys
 
