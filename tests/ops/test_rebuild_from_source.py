@@ -73,11 +73,11 @@ def test_job_for_bronze_is_the_ingestion():
 
 def test_lost_bronze_table_re_ingested_from_the_source(demo_lakehouse, tmp_path):
     """bronze.stores dropped: recreated, its bronze watermark reset, re-read from the store database."""
-    from retail_lakehouse import engine
+    from retail_lakehouse.sandbox import drills
     from retail_lakehouse.sandbox.drills import _local
 
-    keys = _local.table("bronze.stores").toPandas()["store_id"].nunique()
-    engine.sql(f"DROP TABLE {_local.full('bronze.stores')}", env="local").collect()
-    text = run_notebook("rebuild_from_source", tmp_path, env="local", table="bronze.stores", dry_run=False)
+    result = drills.run("lost_bronze_table")
+    assert result.facts["folder_deleted"]
+    text = run_notebook("rebuild_from_source", tmp_path, **result.parameters)
     assert "===== SUMMARY of rebuild_from_source: HELD =====" in text and "retail_ingestion" in text
-    assert _local.table("bronze.stores").toPandas()["store_id"].nunique() == keys
+    assert _local.table("bronze.stores").select("store_id").distinct().count() == result.facts["keys_before"]
