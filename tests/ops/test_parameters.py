@@ -119,13 +119,9 @@ def test_a_query_id_replaces_the_table():
         dsq.read(namespace("diagnose_slow_query", table="orders_typo"))
 
 
-# Ops notebooks another change is adding right now (onboarding, alerts review): their summary and
-# ops_run_id come with them; every other ops notebook must have both.
-PENDING = {"onboard_source", "alerts_review"}
-WITH_SUMMARY = [n for n in NOTEBOOKS if n not in PENDING]
 
 
-@pytest.mark.parametrize("notebook", WITH_SUMMARY)
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
 def test_the_last_cell_prints_the_summary(notebook):
     """The verdict is the notebook's last output: a cell tagged `summary` that only calls the module."""
     nb = nbformat.read(ROOT / "ops_notebooks" / f"{notebook}.ipynb", as_version=4)
@@ -135,7 +131,7 @@ def test_the_last_cell_prints_the_summary(notebook):
     assert hasattr(importlib.import_module(f"retail_lakehouse.ops.{notebook}"), "summary_of")
 
 
-@pytest.mark.parametrize("notebook", WITH_SUMMARY)
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
 def test_run_ids_say_what_they_are(notebook):
     """`ops_run_id` is this ops run (the audit row); `job_run_id` the failed Databricks run; no bare run_id."""
     declared = papermill.inspect_notebook(str(ROOT / "ops_notebooks" / f"{notebook}.ipynb"))
