@@ -124,10 +124,28 @@ def load_dag(dag_id: str = DAG_ID, *, retries: int | None = None) -> Any:
     return bag.dags[dag_id]
 
 
+def local_receiver_conns(lakehouse_home: Path) -> dict[str, str]:
+    """The failure notifiers' connections pointed at the lakehouse's local alert receivers, when they
+    listen (`lakehouse alerts listen` writes `<home>/alerts/receivers.json`); else none."""
+    try:
+        info = json.loads((lakehouse_home / "alerts" / "receivers.json").read_text())
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return {}
+    host = info.get("host", "127.0.0.1")
+    slack = {"conn_type": "slackwebhook", "password": f"http://{host}:{info['http_port']}/slack/local-drill"}
+    smtp = {"conn_type": "smtp", "host": host, "port": info["smtp_port"],
+            "extra": {"disable_tls": True, "disable_ssl": True}}
+    return {"AIRFLOW_CONN_SLACK_RETAIL_ALERTS": json.dumps(slack), "AIRFLOW_CONN_SMTP_RETAIL_ALERTS": json.dumps(smtp)}
+
+
 def run(lakehouse_home: Path, *, retries: int = DRILL_RETRIES) -> dict[str, Any]:
-    """Run the drill; return the failed DAG run: dag_id, run_id, state, task_id, tries, seconds."""
+    """Run the drill; return the failed DAG run: dag_id, run_id, state, task_id, tries, seconds, and
+    whether its failure notifications went to the local alert receivers (when they listen)."""
     host, port, token = workspace_of(lakehouse_home)
     os.environ["AIRFLOW_CONN_DATABRICKS_LOCAL"] = conn_json(port, token)
+    receivers = local_receiver_conns(lakehouse_home)
+    os.environ.update(receivers)
     dag = load_dag(retries=retries)
     started = time.monotonic()
     with tasks_tried_once(host, token), source_down(lakehouse_home):
@@ -139,6 +157,7 @@ def run(lakehouse_home: Path, *, retries: int = DRILL_RETRIES) -> dict[str, Any]
         "task_id": TASK_ID,
         "tries": _try_number(dag.dag_id, dr.run_id, TASK_ID),
         "seconds": round(time.monotonic() - started, 1),
+        "notified_local_receivers": bool(receivers),
     }
 
 

@@ -106,3 +106,15 @@ def test_notifiers_can_be_turned_off(monkeypatch):
     monkeypatch.delenv("RETAIL_AIRFLOW_NOTIFY")
     kinds = [type(n).__name__ for n in failure_notifiers()]
     assert kinds == ["SlackWebhookNotifier", "SmtpNotifier"]
+
+
+def test_the_airflow_drill_points_the_notifiers_at_listening_receivers(receivers, tmp_path):
+    from failed_dag_run import local_receiver_conns
+
+    http_port, smtp_port, directory = receivers
+    conns = local_receiver_conns(directory.parent.parent)
+    assert json.loads(conns["AIRFLOW_CONN_SLACK_RETAIL_ALERTS"])["password"].startswith(f"http://127.0.0.1:{http_port}/slack/")
+    assert json.loads(conns["AIRFLOW_CONN_SMTP_RETAIL_ALERTS"])["port"] == smtp_port
+    (tmp_path / "alerts").mkdir()
+    (tmp_path / "alerts" / "receivers.json").write_text(json.dumps({"pid": 2**22 + 12345, "http_port": 1, "smtp_port": 2}))
+    assert local_receiver_conns(tmp_path) == {}  # a stale file of a process gone: nobody listens
