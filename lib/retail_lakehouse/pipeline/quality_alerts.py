@@ -43,7 +43,7 @@ def quality_alert(ref: str, bad: list[CheckResult], report: QualityReport, env: 
     day = f"{report.check_timestamp:%Y-%m-%d}" if report.check_timestamp else ""
     return alerts.Alert(
         key=f"{KEY_PREFIX}{ref}",
-        severity="critical" if env == "prod" and errors == 0 else "error",
+        severity="critical" if env == "prod" else "error",
         source="quality",
         summary=f"{ref}: {counts} check(s) in quality run {report.run_id}: {first}"[:900],
         link=f"monitoring.quality_metrics run_id={report.run_id}",
