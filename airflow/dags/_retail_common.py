@@ -167,7 +167,7 @@ def record_failure(context: dict[str, Any]) -> None:
 
 
 RUNBOOK_PAGE = "book/failure_handling.md#orchestration-failures"
-_SUBJECT = "[{{ var.value.get('lakehouse_env', '%s') }}] Airflow: {{ ti.dag_id }}.{{ ti.task_id }} failed"
+_SUBJECT = "[{{ var.value.get('lakehouse_env', '<ENV>') }}] Airflow: {{ ti.dag_id }}.{{ ti.task_id }} failed"
 _WHAT = (
     "{{ ti.dag_id }}.{{ ti.task_id }} failed after {{ ti.try_number }} tr{{ 'y' if ti.try_number == 1 else 'ies' }}"
     " (retries exhausted) in DAG run {{ run_id }}"
@@ -175,10 +175,11 @@ _WHAT = (
 
 
 def _triage_command() -> str:
+    env = "{{ var.value.get('lakehouse_env', '" + lakehouse_env() + "') }}"
     return (
         "papermill ops_notebooks/job_failure_triage.ipynb runs/job_failure_triage-{{ ti.dag_id }}.ipynb"
-        " -p env {{ var.value.get('lakehouse_env', '%s') }} -p dag_id {{ ti.dag_id }} -p dag_run_id '{{ run_id }}'"
-    ) % lakehouse_env()
+        f" -p env {env} -p dag_id {{{{ ti.dag_id }}}} -p dag_run_id '{{{{ run_id }}}}'"
+    )
 
 
 def failure_notifiers() -> list[Any]:
@@ -226,7 +227,7 @@ def failure_notifiers() -> list[Any]:
             SmtpNotifier(
                 to=os.environ.get("RETAIL_AIRFLOW_ALERT_EMAIL", "oncall@localhost"),
                 from_email=os.environ.get("RETAIL_AIRFLOW_ALERT_FROM", "airflow@localhost"),
-                subject=_SUBJECT % env,
+                subject=_SUBJECT.replace("<ENV>", env),
                 html_content=html,
                 smtp_conn_id=os.environ.get("RETAIL_AIRFLOW_SMTP_CONN_ID", "smtp_retail_alerts"),
             )

@@ -11,6 +11,7 @@ import subprocess
 import time
 
 import pytest
+
 from conftest import MAIN_PYTHON, REPO, conn_json, free_port
 
 DAG_ID = "retail_data_quality_checks"
