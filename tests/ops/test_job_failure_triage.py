@@ -330,6 +330,7 @@ def test_run_on_a_dag_run_fills_the_audit_row_and_concludes(tmp_path, monkeypatc
     assert list(timeline["label"]) == ["try 1: Databricks run 11", "try 2: Databricks run 22"]
     summary = jft.summary_of(outcome, env="prod")
     assert summary.status == "DIAGNOSED" and "airflow tasks clear retail_ingestion" in summary.next_step
+    assert "action retry" not in summary.diagnosis  # a DAG run is retried in Airflow, not by a repair
 
 
 def test_conclusion_of_a_databricks_run_without_a_failure():

@@ -336,7 +336,8 @@ def summary_of(outcome: TriageOutcome, *, env: str) -> Summary:
             "job_failure_triage", "DIAGNOSED",
             f"DAG run {dag_run.dag_id}/{dag_run.run_id} {dag_run.state}",
             f"{c.category.replace('_', ' ')}: task {task.task_id} failed at try {task.try_number} of "
-            f"{task.tries_allowed}. {c.next_step}",
+            f"{task.tries_allowed}. "
+            + c.next_step.replace("(action retry)", "(in Airflow: clear the failed task, the next step)"),
             f"{cause.source}: {c.evidence or 'see the log'}; Databricks run {cause.databricks_run_id}",
             dag_run.clear_command(task),
             "Triage only; nothing changed. Retry in Airflow (clear the task) once the cause is fixed.",

@@ -265,8 +265,9 @@ def summary_of(outcome: RebuildOutcome, p: RebuildPlan, params: Any) -> Summary:
         "rebuild_from_source", env=env, dry_run=outcome.dry_run, held=outcome.held,
         symptom=f"{p.ref.full} is " + ("gone" if p.missing else f"damaged ({p.rows_now} rows)"),
         diagnosis=p.diagnosis(),
-        evidence=f"rows after {outcome.rows_after} vs upstream {outcome.expected_rows}"
-                 + (f" ({p.expected_sql})" if p.expected_sql else "")
+        evidence=(f"rows after {outcome.rows_after} vs upstream {outcome.expected_rows} ({p.expected_sql})"
+                  if p.expected_sql else f"rows after {outcome.rows_after}; no upstream count in the lakehouse "
+                  "(the source is the system of record)")
                  + (f"; rebuilt by run {outcome.run_id} of {job_for(p.ref.tdef)}" if outcome.run_id else ""),
         message=outcome.message, parameters=as_parameters(params),
         after="# the tables built from it were reprocessed by the job; check freshness:\n"
