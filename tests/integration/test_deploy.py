@@ -375,3 +375,44 @@ def test_deploy_and_the_local_workspace_convert_bundle_jobs_alike():
         assert deployed == local, key
         assert deployed["max_concurrent_runs"] == 1
         assert all("retry_on_timeout" in t for t in deployed["tasks"])
+
+
+def _webhook_ids(settings: dict) -> set[str]:
+    return {e["id"] for entries in (settings.get("webhook_notifications") or {}).values() for e in entries}
+
+
+def test_destination_names_in_the_bundle_deploy_as_ids(w, first):
+    from retail_lakehouse.databricks.notification_destinations import destinations, is_destination_id
+
+    local_id = destinations(w)["local-alerts-webhook"]
+    assert is_destination_id(local_id)
+    planned = {j.name: _webhook_ids(j.settings) for j in first.plan.jobs}
+    assert planned["retail_ingestion"] == {local_id}
+    deployed = {j.settings.name: _webhook_ids(w.jobs.get(j.job_id).settings.as_dict()) for j in w.jobs.list()}
+    assert deployed["retail_ingestion"] == {local_id}
+
+
+def test_unknown_destination_stops_the_deploy_and_changes_nothing(w, bundle_copy):
+    from retail_lakehouse.core.errors import ConfigError
+    from retail_lakehouse.databricks.deploy import deploy
+
+    yml = bundle_copy / "databricks.yml"
+    text = yml.read_text()
+    assert "    default: local-alerts-webhook\n" in text
+    yml.write_text(text.replace("    default: local-alerts-webhook\n", "    default: retail-prod-pagerduty\n", 1))
+    before = snapshot(w)
+    with pytest.raises(ConfigError, match=r"'retail-prod-pagerduty'.*notification-destinations create"):
+        deploy("local", bundle_path=str(yml), echo=lambda _line: None)
+    assert snapshot(w) == before
+
+
+def test_destination_ids_are_sent_as_written():
+    from retail_lakehouse.databricks.notification_destinations import names_in, resolve
+
+    given = "0a1b2c3d-0000-4000-8000-123456789abc"
+    settings = [{"webhook_notifications": {"on_failure": [{"id": given}]}, "tasks": []}]
+    assert names_in(settings) == []
+    # no request is made for ids: a client that cannot connect is never used
+    assert resolve(None, settings, env="prod") is settings  # type: ignore[arg-type]
+    named = [{"tasks": [{"task_key": "t", "webhook_notifications": {"on_start": [{"id": "ops-slack"}]}}]}]
+    assert names_in(named) == ["ops-slack"]

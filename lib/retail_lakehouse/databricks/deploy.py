@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from retail_lakehouse.core.errors import ConfigError, ConfirmationRequired, LakehouseError
 from retail_lakehouse.databricks import bundle as bundle_mod
+from retail_lakehouse.databricks import notification_destinations
 from retail_lakehouse.databricks.job_settings import settings_diff, settings_of
 
 if TYPE_CHECKING:
@@ -370,9 +371,15 @@ def _plan_jobs(
 ) -> tuple[JobAction, ...]:
     existing = _existing_jobs(w, env)
     ids = {job.key: existing.get(job.name) for job in b.jobs.values()}
+    ordered = _order(b)
+    # Destination names -> ids before anything is compared: an unknown name stops the plan.
+    all_settings = notification_destinations.resolve(
+        w,
+        [job_settings(job, env, root, b.root, lambda key: ids.get(key) or 0, raw_jobs.get(job.key)) for job in ordered],
+        env=env,
+    )
     actions = []
-    for job in _order(b):
-        settings = job_settings(job, env, root, b.root, lambda key: ids.get(key) or 0, raw_jobs.get(job.key))
+    for job, settings in zip(ordered, all_settings, strict=True):
         jid = ids[job.key]
         if jid is None:
             actions.append(JobAction("CREATE", job.key, job.name, None, settings, "new"))

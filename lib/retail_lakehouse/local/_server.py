@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from databricks.sdk.service import sql as dbsql
 
+from retail_lakehouse.local import _notifications
 from retail_lakehouse.local._clusters import ClustersService
 from retail_lakehouse.local._common import WORKSPACE_ID, ApiError, RawBody, as_int, invalid
 from retail_lakehouse.local._files import WorkspaceFiles
@@ -144,6 +145,12 @@ def _routes(ws: LocalWorkspace) -> list[tuple[str, re.Pattern[str], Handler]]:
         ("GET", r"/api/2\.0/workspace/list", lambda q, b, m: files.list(q)),
         ("GET", r"/api/2\.0/workspace/get-status", lambda q, b, m: files.get_status(q)),
         ("POST", r"/api/2\.0/workspace/delete", lambda q, b, m: files.delete(b)),
+        ("GET", r"/api/2\.0/notification-destinations/?", lambda q, b, m: _notifications.list_destinations(q)),
+        (
+            "GET",
+            r"/api/2\.0/notification-destinations/(?P<id>[^/]+)",
+            lambda q, b, m: _notifications.get_destination(m["id"]),
+        ),
     ]
     from retail_lakehouse.local import _airflow_compat
 
