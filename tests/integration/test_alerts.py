@@ -85,7 +85,7 @@ def receivers(tmp_path_factory):
 def incident(key: str, severity: str = "critical", source: str = "job") -> alerts.Alert:
     return alerts.Alert(key=key, severity=severity, source=source, summary=f"{key} failed",
                         link="http://127.0.0.1/run/7", runbook="book/job_failure_triage.md",
-                        command="papermill ops_notebooks/job_failure_triage.ipynb out.ipynb -p run_id 7")  # fmt: skip
+                        command="papermill ops_notebooks/job_failure_triage.ipynb out.ipynb -p job_run_id 7")  # fmt: skip
 
 
 def row(alert_id: str) -> dict:

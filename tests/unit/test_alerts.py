@@ -190,7 +190,7 @@ def test_the_redactor_masks_secret_values_and_url_paths():
 def test_papermill_command_of_a_procedure():
     from retail_lakehouse.alerts import papermill_command
 
-    assert papermill_command("job_failure_triage", env="prod", run_id=42) == (
-        "papermill ops_notebooks/job_failure_triage.ipynb out.ipynb -p env prod -p run_id 42"
+    assert papermill_command("job_failure_triage", env="prod", job_run_id=42) == (
+        "papermill ops_notebooks/job_failure_triage.ipynb out.ipynb -p env prod -p job_run_id 42"
     )
     assert papermill_command("data_freshness", as_of="2024-01-05", note="a b").endswith("-p note 'a b'")

@@ -6,7 +6,7 @@ each in `retail_datalake.<env>_monitoring.alerts`.
     alerts.send(alerts.Alert(key="job:retail_daily", severity="error", source="job",
                              summary="retail_daily failed: task gold_fact_sales", link=run_url,
                              runbook="https://.../job_failure_triage.html",
-                             command="papermill ops_notebooks/job_failure_triage.ipynb out.ipynb -p run_id 42"))
+                             command="papermill ops_notebooks/job_failure_triage.ipynb out.ipynb -p job_run_id 42"))
     alerts.resolve("job:retail_daily")
 
 Destinations and routes are in `params/<env>.yaml` (`alerts:`); neither call raises or blocks long.

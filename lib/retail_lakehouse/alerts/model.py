@@ -81,8 +81,8 @@ def runbook_page(notebook: str) -> str:
 def papermill_command(notebook: str, output: str = "out.ipynb", **parameters: object) -> str:
     """The command that runs an ops procedure, for `Alert.command`.
 
-    Example: ``papermill_command("job_failure_triage", env="prod", run_id="42")`` ->
-    ``papermill ops_notebooks/job_failure_triage.ipynb out.ipynb -p env prod -p run_id 42``.
+    Example: ``papermill_command("job_failure_triage", env="prod", job_run_id="42")`` ->
+    ``papermill ops_notebooks/job_failure_triage.ipynb out.ipynb -p env prod -p job_run_id 42``.
     """
     import shlex
 

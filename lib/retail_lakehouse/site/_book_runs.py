@@ -53,6 +53,8 @@ CHAPTERS: dict[str, str] = {
     "schema_evolution": "troubleshooting",
     "diagnose_streaming_lag": "troubleshooting",
     "data_freshness": "monitoring",
+    "alerts_review": "monitoring",
+    "onboard_source": "onboarding",
     "restore": "disaster_recovery",
     "rebuild_from_source": "disaster_recovery",
 }
