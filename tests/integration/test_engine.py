@@ -47,6 +47,30 @@ def test_new_session_sees_tables_by_three_part_name(versioned):
     assert fresh.sql(f"SELECT count(*) FROM {T}").collect()[0][0] == 3
 
 
+def test_a_lazy_session_registers_a_table_when_a_request_first_names_it(versioned):
+    """What the job runner's task kernels use: no table registered up front; reads, SQL and
+    catalog calls register what they name (one round trip each); listings see every table."""
+    from pyspark.sql import SparkSession
+
+    fresh = SparkSession.builder.remote(engine._server_url).create()
+    engine.register_lazily(fresh)
+    assert not engine.is_registered(fresh, T)
+    assert fresh.table(T).count() == 3  # DataFrame API: the name is in the request's plan
+    assert engine.is_registered(fresh, T)
+    assert fresh.catalog.tableExists(T)
+    other = "retail_datalake.local_gold.engine_demo_lazy"
+    engine.sql(f"CREATE TABLE {other} (id BIGINT) USING delta")  # created after the session opened
+    try:
+        assert fresh.sql(f"SELECT count(*) FROM {other}").collect()[0][0] == 0
+    finally:
+        engine.sql(f"DROP TABLE IF EXISTS {other}")
+    with pytest.raises(Exception, match="(?i)not found|no_such_table_x"):  # missing is still an error
+        fresh.sql("SELECT count(*) FROM retail_datalake.local_gold.no_such_table_x").collect()
+    listed = {r[1] for r in fresh.sql("SHOW TABLES IN retail_datalake.local_gold").collect()}
+    on_disk = {n.rsplit(".", 1)[1] for n in engine.local_tables() if n.startswith("retail_datalake.local_gold.")}
+    assert "engine_demo" in on_disk and on_disk <= listed, (on_disk, listed)
+
+
 def test_describe_history(versioned):
     hist = engine.sql(f"DESCRIBE HISTORY {versioned}").toPandas()
     assert list(hist["version"]) == [3, 2, 1, 0]

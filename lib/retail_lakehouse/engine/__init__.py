@@ -172,12 +172,13 @@ def stop_local_server() -> None:
         _registered.clear()
 
 
-def get_spark(env: str | None = None) -> SparkSession:
+def get_spark(env: str | None = None, *, lazy_tables: bool = False) -> SparkSession:
     """A Spark session for the environment (cached per environment and server).
 
     Locally: connects to `SPARK_REMOTE` if set, else starts the embedded Sail server; every Delta
-    table under the local warehouse is registered by its three-part name. On Databricks: the
-    runtime's active session (or Databricks Connect when installed).
+    table under the local warehouse is registered by its three-part name (with `lazy_tables`, when
+    a request first names it instead: see `register_lazily`; for the session this call creates). On
+    Databricks: the runtime's active session (or Databricks Connect when installed).
 
     Raises:
         ConfigError: a Databricks environment without a Databricks runtime or Databricks Connect.
@@ -200,7 +201,10 @@ def get_spark(env: str | None = None) -> SparkSession:
         spark = SparkSession.builder.remote(remote).create()
         spark.conf.set("spark.sql.session.timeZone", "UTC")
         spark.conf.set("spark.sql.warehouse.dir", str(settings.warehouse / "_managed"))
-        register_tables(spark, settings)
+        if lazy_tables:
+            register_lazily(spark, settings)
+        else:
+            register_tables(spark, settings)
         _sessions[key] = spark
         return spark
 
@@ -296,6 +300,77 @@ def register_tables(spark: SparkSession, settings: Settings | None = None) -> in
     return len(tables)
 
 
+_CATALOG_LISTINGS = {"list_tables", "list_databases", "list_catalogs", "list_functions"}
+_SQL_LISTINGS = re.compile(rb"(?i)\bSHOW\s+(TABLES|VIEWS|SCHEMAS|DATABASES|TABLE\s+EXTENDED)\b|information_schema")
+_lazy: set[int] = set()  # sessions that register tables on first mention
+
+
+def register_lazily(spark: SparkSession, settings: Settings | None = None) -> None:
+    """Register tables in this session when a request first names them, not all up front.
+
+    A task kernel names a handful of the warehouse's tables; registering all of them costs one
+    round trip each (30+ per kernel, most of a daily increment's). Before each request is sent, the
+    three-part names of this catalog it holds (SQL text, table reads, catalog calls, in the request
+    as serialized) that are on disk and not yet registered are registered first. A request that
+    lists tables (SHOW TABLES, information_schema, catalog listings) registers them all first, so
+    listings see the whole warehouse as with eager registration.
+    """
+    settings = settings or load_settings("local")
+    names_in = re.compile(rb"`?" + re.escape(settings.catalog.encode()) + rb"`?\.`?(\w+)`?\.`?(\w+)`?")
+    client = spark.client
+    busy = threading.local()
+    _registered.setdefault(id(spark), (set(), set()))
+    _lazy.add(id(spark))
+
+    def ensure(blob: bytes, listing: bool) -> None:
+        if getattr(busy, "on", False):
+            return
+        busy.on = True
+        try:
+            if listing or _SQL_LISTINGS.search(blob):
+                register_tables(spark, settings)
+                return
+            schemas, names = _registered.setdefault(id(spark), (set(), set()))
+            wanted = {f"{settings.catalog}.{a.decode()}.{b.decode()}" for a, b in names_in.findall(blob)}
+            for name in sorted(wanted - names):
+                path = table_dir(name, settings)
+                if not (path / "_delta_log").is_dir():
+                    continue  # not a table (yet): the request itself says what it means
+                schema = name.split(".")[1]
+                if schema not in schemas:
+                    spark.sql(f"CREATE DATABASE IF NOT EXISTS {settings.catalog}.{schema}")
+                    schemas.add(schema)
+                spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING delta LOCATION '{sql_string(str(path))}'")
+                names.add(name)
+        finally:
+            busy.on = False
+
+    def listing(req: Any) -> bool:
+        try:
+            root = req.plan.root
+            return root.HasField("catalog") and root.catalog.WhichOneof("cat_type") in _CATALOG_LISTINGS
+        except (AttributeError, ValueError):
+            return False
+
+    execute_iter, execute, analyze = client._execute_and_fetch_as_iterator, client._execute, client._analyze
+
+    def _execute_and_fetch_as_iterator(req: Any, *args: Any, **kwargs: Any) -> Any:
+        ensure(req.SerializeToString(), listing(req))
+        return execute_iter(req, *args, **kwargs)
+
+    def _execute(req: Any, *args: Any, **kwargs: Any) -> Any:
+        ensure(req.SerializeToString(), listing(req))
+        return execute(req, *args, **kwargs)
+
+    def _analyze(method: str, **kwargs: Any) -> Any:
+        ensure(b"".join(v.SerializeToString() for v in kwargs.values() if hasattr(v, "SerializeToString")), False)
+        return analyze(method, **kwargs)
+
+    client._execute_and_fetch_as_iterator = _execute_and_fetch_as_iterator  # type: ignore[method-assign]
+    client._execute = _execute  # type: ignore[method-assign]
+    client._analyze = _analyze  # type: ignore[method-assign]
+
+
 def refresh_tables(env: str | None = None) -> int:
     """Sync the open session's catalog with the warehouse: register the tables created since it
     was opened, forget those deleted; returns how many were registered.
@@ -315,6 +390,8 @@ def refresh_tables(env: str | None = None) -> int:
     for name in sorted(names - set(current)):  # deleted meanwhile: unknown here too, as on Databricks
         spark.sql(f"DROP TABLE IF EXISTS {name}")
         names.discard(name)
+    if id(spark) in _lazy:  # registered when first named
+        return 0
     new = {n: p for n, p in current.items() if n not in names}
     for schema in sorted({n.split(".")[1] for n in new} - schemas):
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {settings.catalog}.{schema}")

@@ -48,7 +48,7 @@ _IPC_PREFIX = "lakehouse-kernel-"
 _WARM_UP = """\
 import os as __os
 import retail_lakehouse.jobs.kernels as __k
-__k.warm_up(__os.environ.get("LAKEHOUSE_ENV") or "local", {modules!r})
+__k.warm_up(__os.environ.get("LAKEHOUSE_ENV") or "local", {modules!r}, lazy_tables={lazy_tables!r})
 del __os, __k
 """
 _ON_ACQUIRE = """\
@@ -105,6 +105,8 @@ class KernelPool:
             warmed for a task that will never come. A retry past the budget still gets one.
         extra_arguments: kernel command-line arguments (nbclient's in-memory history by default).
         preload: modules the notebooks import (e.g. the pipeline's), imported while the kernel warms.
+        lazy_tables: the kernels' sessions register a table when a request first names it, not
+            every table of the warehouse up front (`engine.register_lazily`).
     """
 
     def __init__(
@@ -114,11 +116,13 @@ class KernelPool:
         *,
         extra_arguments: list[str] | None = None,
         preload: Sequence[str] = (),
+        lazy_tables: bool = False,
     ) -> None:
         import_notebook_machinery()  # before the first warm-kernel thread, and the caller's papermill
         self.size, self.budget = max(0, size), max(0, budget)
         self.extra_arguments = extra_arguments or ["--HistoryManager.hist_file=:memory:"]
         self.preload = tuple(preload)
+        self.lazy_tables = lazy_tables
         self._ready: list[KernelManager] = []
         self._starting = 0
         self._started = 0
@@ -203,7 +207,7 @@ class KernelPool:
         km: KernelManager | None = None
         try:
             km = _start_kernel(self.extra_arguments, self.preload)
-            _execute_silently(km, _WARM_UP.format(modules=list(self.preload)))
+            _execute_silently(km, _WARM_UP.format(modules=list(self.preload), lazy_tables=self.lazy_tables))
         except Exception as exc:  # the caller falls back to a cold kernel
             log.warning("warm kernel failed to start: %s", exc)
             if km is not None:
@@ -356,9 +360,9 @@ def kernel_cpu_seconds(km: KernelManager) -> float | None:
 # ----------------------------------------------------------------------------- inside the kernel
 
 
-def warm_up(env: str, modules: Sequence[str] = ()) -> None:
+def warm_up(env: str, modules: Sequence[str] = (), *, lazy_tables: bool = False) -> None:
     """Import what the notebooks use (`modules`, named by the pool's caller) and open the engine
-    session (locally only)."""
+    session (locally only; with `lazy_tables`, tables are registered when first named)."""
     import importlib
 
     import pandas  # noqa: F401
@@ -371,7 +375,7 @@ def warm_up(env: str, modules: Sequence[str] = ()) -> None:
         importlib.import_module(name)
 
     if load_settings(env).is_local and os.environ.get("SPARK_REMOTE"):
-        engine.get_spark(env)
+        engine.get_spark(env, lazy_tables=lazy_tables)
 
 
 def refresh(env: str) -> None:

@@ -126,7 +126,11 @@ def run_job(
     if warm_kernels is None:
         warm_kernels = env_flag("LAKEHOUSE_WARM_KERNELS")
     parallel = max_parallel or min(2, os.cpu_count() or 1)
-    pool = KernelPool(size=parallel if warm_kernels else 0, budget=_notebook_tasks(b, job), preload=preload)
+    # Tables are registered in a task's session when it first names them: a task reads and writes a
+    # few, and registering all of them was most of an increment's round trips.
+    pool = KernelPool(
+        size=parallel if warm_kernels else 0, budget=_notebook_tasks(b, job), preload=preload, lazy_tables=True
+    )
     execution = _Execution(
         bundle=b,
         job=job,
