@@ -108,18 +108,7 @@ def rows_added_between(spark: SparkSession, bronze: TableDef, settings: Settings
     """What the change feed returns for an append-only table, computed from its Delta log: the rows of
     the data files added by the commits after `since_version` up to `until_version` (delta-rs). Used
     locally, where tables carry no change feed, to test that the feed and the watermark agree."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from deltalake import DeltaTable
+    from retail_lakehouse.engine.change_rows import rows_added
 
-    path = str(engine.table_dir(bronze.full_name(settings), settings))
-
-    def files(version: int) -> set[str]:
-        return set(DeltaTable(path, version=version).file_uris())
-
-    added = sorted(files(until_version) - files(since_version))
-    schema = bronze.arrow_schema()
-    tables = [pq.read_table(f.removeprefix("file://")) for f in added]
-    arrow = pa.concat_tables([t.select([c for c in schema.names if c in t.column_names]) for t in tables],
-                             promote_options="default") if tables else schema.empty_table()
+    arrow = rows_added(bronze.full_name(settings), since_version, until_version, bronze.arrow_schema(), settings)
     return spark.createDataFrame(arrow.to_pandas()) if arrow.num_rows else spark.createDataFrame([], schema=bronze.ddl())
