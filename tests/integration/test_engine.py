@@ -39,20 +39,26 @@ def test_managed_create_lands_under_the_warehouse(versioned, lakehouse_home):
     assert engine.local_tables()[T] == path
 
 
-def test_new_session_sees_tables_by_three_part_name(versioned):
+@pytest.fixture
+def fresh(versioned):
+    """A second session on the engine's server, stopped after the test: an open Spark Connect
+    client sends a cleanup request at interpreter exit, which retries for minutes once the server
+    is gone."""
     from pyspark.sql import SparkSession
 
-    fresh = SparkSession.builder.remote(engine._server_url).create()
+    session = SparkSession.builder.remote(engine._server_url).create()
+    yield session
+    session.stop()
+
+
+def test_new_session_sees_tables_by_three_part_name(fresh):
     engine.register_tables(fresh)
     assert fresh.sql(f"SELECT count(*) FROM {T}").collect()[0][0] == 3
 
 
-def test_a_lazy_session_registers_a_table_when_a_request_first_names_it(versioned):
+def test_a_lazy_session_registers_a_table_when_a_request_first_names_it(fresh):
     """What the job runner's task kernels use: no table registered up front; reads, SQL and
     catalog calls register what they name (one round trip each); listings see every table."""
-    from pyspark.sql import SparkSession
-
-    fresh = SparkSession.builder.remote(engine._server_url).create()
     engine.register_lazily(fresh)
     assert not engine.is_registered(fresh, T)
     assert fresh.table(T).count() == 3  # DataFrame API: the name is in the request's plan
@@ -292,3 +298,29 @@ def test_failing_statement_raises_without_a_pyspark_error_record(versioned, lake
     done = subprocess.run([sys.executable, "-c", _FAILING], env=env, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "raised SqlError True", done.stderr
     assert "GRPC Error received" not in done.stderr and '"level": "ERROR"' not in done.stderr, done.stderr
+
+
+_OWN_SESSION_THEN_EXIT = """
+from pyspark.sql import SparkSession
+from retail_lakehouse import engine
+url = engine.start_local_server()
+own = SparkSession.builder.remote(url).create()  # not through get_spark, never stopped
+assert own.range(3).count() == 3
+engine.stop_local_server()  # as the test suite's teardown does, before interpreter exit
+print("ran")
+"""
+
+
+def test_a_process_with_an_unstopped_session_of_its_own_server_exits_promptly(lakehouse_home):
+    """pyspark sends a cleanup request from every open client at exit; against the stopped
+    embedded server it would retry for about ten minutes (it once held `make test` that long)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}
+    env.update(LAKEHOUSE_HOME=str(lakehouse_home))
+    done = subprocess.run(
+        [sys.executable, "-c", _OWN_SESSION_THEN_EXIT], env=env, capture_output=True, text=True, timeout=90
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ran", done.stderr

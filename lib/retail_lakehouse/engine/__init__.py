@@ -176,6 +176,7 @@ def stop_local_server() -> None:
             with contextlib.suppress(Exception):  # a session of a dead server cannot be closed
                 session.stop()
         if _server is not None:
+            _close_clients_of(_server_url)
             _server.stop()
         while _checkpoint_dirs:
             shutil.rmtree(_checkpoint_dirs.pop(), ignore_errors=True)
@@ -184,6 +185,29 @@ def stop_local_server() -> None:
         _server, _server_url = None, None
         _sessions.clear()
         _registered.clear()
+
+
+def _close_clients_of(url: str | None) -> None:
+    """Close every Spark Connect client of this process still open on `url`.
+
+    pyspark sends a cleanup request from each open client at interpreter exit; once the server is
+    stopped that request retries for about ten minutes, so a session a notebook or test opened
+    itself (not through `get_spark`) would hold the process at exit.
+    """
+    if url is None:
+        return
+    import gc
+    from urllib.parse import urlparse
+
+    from pyspark.sql.connect.client.core import SparkConnectClient
+
+    netloc = urlparse(url).netloc
+    for obj in gc.get_objects():
+        if isinstance(obj, SparkConnectClient) and not obj.is_closed:
+            target = getattr(obj._builder, "url", None)  # noqa: SLF001 - the URL is only on the builder
+            if target is not None and target.netloc == netloc:
+                with contextlib.suppress(Exception):
+                    obj.close()
 
 
 def get_spark(env: str | None = None, *, lazy_tables: bool = False) -> SparkSession:
