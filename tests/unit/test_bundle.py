@@ -172,15 +172,36 @@ def test_target_variables_then_environment_then_given_values_win(tmp_path, monke
     assert given.variables["catalog"] == "cli_catalog"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: a variable set as text (BUNDLE_VAR_<name> or --var, always strings) stays text where a "
-    "number is expected: ClusterSpec.num_workers (typed int | None) becomes '8'; the Databricks CLI converts "
-    "it to the field's type",
-)
 def test_a_number_given_as_text_is_still_a_number(tmp_path, monkeypatch):
     monkeypatch.setenv("BUNDLE_VAR_workers", "8")
-    assert load_bundle(write_bundle(tmp_path, VARIABLES)).jobs["j"].clusters["c"].num_workers == 8
+    cluster = load_bundle(write_bundle(tmp_path, VARIABLES)).jobs["j"].clusters["c"]
+    assert cluster.num_workers == 8
+    assert cluster.raw["num_workers"] == 8  # what job_runs.compute records
+    assert cluster.spark_version == "8.x"  # inside text: still text
+    given = load_bundle(write_bundle(tmp_path, VARIABLES), variables={"workers": "-3"})  # --var
+    assert given.jobs["j"].clusters["c"].num_workers == -3
+
+
+def test_a_boolean_given_as_text_is_still_a_boolean(tmp_path):
+    text = VARIABLES.replace(
+        "notebook_task: {notebook_path: nb/a.ipynb}",
+        'notebook_task: {notebook_path: nb/a.ipynb}\n          retry_on_timeout: "${var.flag}"\n'
+        '          max_retries: "${var.workers}"',
+    )
+    main = write_bundle(tmp_path, text)
+    for flag, expected in (("false", False), ("no", False), ("TRUE", True), ("on", True)):
+        task = load_bundle(main, variables={"flag": flag, "workers": "3"}).jobs["j"].task("t")
+        assert (task.retry_on_timeout, task.max_retries) == (expected, 3)
+
+
+def test_text_that_is_not_the_fields_type_is_a_problem(tmp_path, monkeypatch):
+    monkeypatch.setenv("BUNDLE_VAR_workers", "8.5")
+    with pytest.raises(ConfigError) as info:
+        load_bundle(write_bundle(tmp_path, VARIABLES))
+    assert problems(info) == [
+        "resources.jobs.j.job_clusters[0].new_cluster.num_workers: variable 'workers' gives '8.5', but "
+        "num_workers takes a whole number; set it (BUNDLE_VAR_<name>, --var, target or default) to one"
+    ]
 
 
 def test_a_target_may_only_set_declared_variables(tmp_path):

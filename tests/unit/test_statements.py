@@ -108,24 +108,19 @@ def test_unparsable_dates_timestamps_and_numbers_become_null():
     assert pd.isna(doubles.iloc[0]) and doubles.iloc[1] == 2.5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: _series promises 'unparsable -> null', but the lenient BOOLEAN path maps any text "
-    "other than 'true' to False ('maybe' -> False), and once one value is unparsable the whole column goes "
-    "that way ('1' -> False although Arrow reads it as True)",
-)
 def test_an_unparsable_boolean_becomes_null():
     assert typed("BOOLEAN", ["1", "maybe", None]).tolist() == [True, pd.NA, pd.NA]
+    # Value by value as Arrow reads them, whatever their neighbours: true/false in any case, 1/0.
+    assert typed("BOOLEAN", ["FALSE", "0", "True", "yes", ""]).tolist() == [False, False, True, pd.NA, pd.NA]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: an INT column holding a non-integral number next to an unparsable value raises "
-    "TypeError ('cannot safely cast non-equivalent object to int64') in _lenient instead of giving nulls",
-)
 def test_a_non_integral_value_in_an_integer_column_does_not_raise():
     s = typed("INT", ["1.5", "x"])
     assert pd.isna(s.iloc[1])
+    # A non-integral number is null, not truncated; integers keep every digit on the lenient path too.
+    s = typed("LONG", ["1.5", "x", "2", "9007199254740993", "1e999999999", None])
+    assert str(s.dtype) == "Int64"
+    assert s.tolist() == [pd.NA, pd.NA, 2, 9007199254740993, pd.NA, pd.NA]
 
 
 def test_nested_types_are_python_values_as_json_reads_them():

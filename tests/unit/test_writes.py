@@ -45,6 +45,9 @@ def _schema(df) -> list[tuple[str, str]]:
         ("int", "bigint"),
         ("float", "double"),
         ("int", "double"),
+        ("tinyint", "float"),
+        ("smallint", "float"),  # 16 bits fit float's 24-bit significand
+        ("integer", "double"),
         ("tinyint", "decimal(3,0)"),
         ("smallint", "decimal(5,0)"),
         ("int", "decimal(10,0)"),
@@ -54,6 +57,7 @@ def _schema(df) -> list[tuple[str, str]]:
         ("decimal(10,2)", "decimal(11,3)"),  # 8 integer digits either way, one more fraction digit
         ("decimal(10, 2)", "decimal(10,2)"),  # a space after the comma
         ("decimal(12,2)", "double"),
+        ("decimal(15,4)", "double"),  # 15 significant digits come back from a double as written
         ("date", "timestamp"),
         ("timestamp_ntz", "timestamp"),
     ],
@@ -93,15 +97,15 @@ def test_lossy_conversions_are_refused(source, target):
     assert writes._castable(source, target) is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: _castable's docstring says 'cannot lose information', but integer -> float/double "
-    "(numeric rank order) and any decimal -> double are accepted although int > 2**24, bigint > 2**53 and "
-    "decimals of more than 15 digits lose digits, e.g. 16777217 -> float 16777216.0",
-)
 @pytest.mark.parametrize(
     ("source", "target"),
-    [("int", "float"), ("bigint", "float"), ("bigint", "double"), ("decimal(38,18)", "double")],
+    [
+        ("int", "float"),  # 16777217 -> 16777216.0
+        ("bigint", "float"),
+        ("bigint", "double"),  # 2**53 + 1
+        ("decimal(38,18)", "double"),
+        ("decimal(16,0)", "double"),  # 16 digits: more than a double keeps
+    ],
 )
 def test_conversion_to_floating_point_that_loses_digits_is_refused(source, target):
     assert writes._castable(source, target) is False

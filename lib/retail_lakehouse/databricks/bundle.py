@@ -40,6 +40,16 @@ _JOB_ID_REF = re.compile(r"^\$\{resources\.jobs\.([A-Za-z0-9_\-]+)\.id\}$")
 _TASK_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
 # Lists merged element-wise by a key when a target overrides them (as the Databricks CLI does).
 _KEYED_LISTS = {"tasks": "task_key", "job_clusters": "job_cluster_key", "parameters": "name"}
+# Fields read as numbers or booleans: text from variables (BUNDLE_VAR_<name>, --var) is converted as the
+# Databricks CLI types a bundle: base-10 integers, its YAML boolean words (+ True/TRUE/False/FALSE).
+_TYPED_FIELDS: dict[str, type] = {
+    **dict.fromkeys(("num_workers", "min_workers", "max_workers", "autotermination_minutes"), int),
+    **dict.fromkeys(("max_retries", "min_retry_interval_millis", "timeout_seconds"), int),
+    "retry_on_timeout": bool,
+}
+_INT_TEXT = re.compile(r"^[+-]?[0-9]+$")
+_BOOLS = dict.fromkeys(("y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "true", "True", "TRUE"), True)
+_BOOLS |= dict.fromkeys(("n", "N", "no", "No", "NO", "off", "Off", "OFF", "false", "False", "FALSE"), False)
 
 
 @dataclass(frozen=True)
@@ -384,10 +394,24 @@ def _substitute(
             return m.group(0)
         return context.get(ref, m.group(0))  # ${resources...}, ${workspace...} stay as written
 
-    whole = _REF.fullmatch(node)
-    if whole:  # keep the variable's type (numbers, booleans) when it is the whole value
-        return one(whole)
-    return _REF.sub(lambda m: str(one(m)), node)
+    whole = _REF.fullmatch(node)  # keep the variable's type (numbers, booleans) when it is the whole value
+    value = one(whole) if whole else _REF.sub(lambda m: str(one(m)), node)
+    kind = _TYPED_FIELDS.get(where.split(".")[-1]) if isinstance(value, str) and "${" not in value else None
+    return _typed(value, kind, node, where, problems) if kind else value
+
+
+def _typed(text: str, kind: type, written: str, where: str, problems: list[str]) -> Any:
+    """Variable text as a typed field's type, or a problem naming the variable, field and value."""
+    if kind is int and _INT_TEXT.match(text):
+        return int(text)
+    if kind is bool and text in _BOOLS:
+        return _BOOLS[text]
+    names = [repr(m.group(1)[4:]) for m in _REF.finditer(written) if m.group(1).startswith("var.")]
+    source = f"variable{'s' * (len(names) > 1)} {', '.join(names)}" if names else repr(written)
+    expected = "a whole number" if kind is int else "a boolean (true or false)"
+    problems.append(f"{where}: {source} gives {text!r}, but {where.rsplit('.', 1)[-1]} takes {expected}; "
+                    "set it (BUNDLE_VAR_<name>, --var, target or default) to one")
+    return written
 
 
 # ----------------------------------------------------------------------------- jobs

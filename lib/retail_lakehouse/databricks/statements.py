@@ -329,9 +329,33 @@ def _lenient(kind: str, values: pa.ChunkedArray) -> pd.Series:
     if kind == "TIMESTAMP":
         return pd.to_datetime(raw, errors="coerce", utc=True)
     if kind == "BOOLEAN":
-        return pd.array([None if v is None else str(v).lower() == "true" for v in raw], dtype="boolean")
-    number = pd.to_numeric(raw, errors="coerce")
-    return number.astype("float64") if kind in ("DOUBLE", "FLOAT") else number.astype("Int64")
+        # Value by value, the text Arrow's cast reads (case-insensitive); anything else -> null.
+        return pd.array([None if v is None else _BOOL_TEXT.get(str(v).lower()) for v in raw], dtype="boolean")
+    if kind in ("DOUBLE", "FLOAT"):
+        return pd.to_numeric(raw, errors="coerce").astype("float64")
+    return pd.array([_integer(v) for v in raw], dtype="Int64")
+
+
+_BOOL_TEXT = {"true": True, "1": True, "false": False, "0": False}
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _integer(v: Any) -> int | None:
+    """An integer value, or None when `v` is null, unparsable, not integral ('1.5') or beyond int64.
+
+    Parsed as an exact Decimal, not a float, so 2**53 + 1 survives; a non-integral number is null
+    rather than truncated, as a failed cast is elsewhere in this module.
+    """
+    if v is None:
+        return None
+    try:
+        number = Decimal(v) if isinstance(v, int | str) else Decimal(str(v))
+    except (ArithmeticError, ValueError, TypeError):
+        return None
+    # Range first: int() of text such as '1e999999999' would build a huge number.
+    if not number.is_finite() or not _INT64[0] <= number <= _INT64[1] or number != number.to_integral_value():
+        return None
+    return int(number)
 
 
 def _plain(v: Any) -> Any:

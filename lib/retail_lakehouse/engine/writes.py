@@ -23,7 +23,12 @@ if TYPE_CHECKING:
 
 WriteMode = Literal["append", "overwrite"]
 
-_NUMERIC_RANK = {"tinyint": 1, "smallint": 2, "int": 3, "integer": 3, "bigint": 4, "float": 5, "double": 6}
+_INT_BITS = {"tinyint": 8, "smallint": 16, "int": 32, "bigint": 64}
+# Significand bits of float and double: an integer type converts exactly when its bits fit in them
+# (int -> float loses 16777217, bigint -> double 2**53 + 1); a decimal of at most 15 digits always
+# comes back from a double as written.
+_FLOAT_BITS = {"float": 24, "double": 53}
+_DOUBLE_DIGITS = 15
 _DECIMAL = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
 
 
@@ -84,8 +89,14 @@ def _castable(source: str, target: str) -> bool:
     source, target = _simple(source), _simple(target)
     if source == target or source in ("void", "null"):
         return True
-    if source in _NUMERIC_RANK and target in _NUMERIC_RANK:
-        return _NUMERIC_RANK[source] <= _NUMERIC_RANK[target]
+    if source in _INT_BITS and target in _INT_BITS:
+        return _INT_BITS[source] <= _INT_BITS[target]
+    if source in _INT_BITS and target in _FLOAT_BITS:
+        return _INT_BITS[source] <= _FLOAT_BITS[target]
+    if source in _FLOAT_BITS and target in _FLOAT_BITS:
+        return _FLOAT_BITS[source] <= _FLOAT_BITS[target]
+    if source in _FLOAT_BITS and target in _INT_BITS:
+        return False
     sd, td = _DECIMAL.match(source), _DECIMAL.match(target)
     if td and (sd or source in ("tinyint", "smallint", "int", "bigint")):
         if sd:
@@ -95,7 +106,7 @@ def _castable(source: str, target: str) -> bool:
         tp, ts = int(td.group(1)), int(td.group(2))
         return ss <= ts and sp - ss <= tp - ts
     if sd and target == "double":
-        return True
+        return int(sd.group(1)) <= _DOUBLE_DIGITS
     return source == "date" and target == "timestamp" or source == "timestamp_ntz" and target == "timestamp"
 
 
