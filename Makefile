@@ -8,7 +8,10 @@ export LAKEHOUSE_HOME ?= $(CURDIR)/.lakehouse
 
 .PHONY: setup demo test lint bench clean book airflow-test airflow-venv
 
+# Our library's bytecode too (PYTHONDONTWRITEBYTECODE machines never cache it): each `lakehouse`
+# command and fork server otherwise compiles it again.
 setup: $(STAMP)
+	$(BIN)/python -m compileall -q lib >/dev/null
 
 $(STAMP): pyproject.toml
 	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)

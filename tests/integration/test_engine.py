@@ -324,3 +324,20 @@ def test_a_process_with_an_unstopped_session_of_its_own_server_exits_promptly(la
         [sys.executable, "-c", _OWN_SESSION_THEN_EXIT], env=env, capture_output=True, text=True, timeout=90
     )
     assert done.returncode == 0 and done.stdout.strip() == "ran", done.stderr
+
+
+def test_a_checkpoint_of_a_second_session_stays_on_that_session(spark):
+    """pyspark binds `localCheckpoint()`'s result to the thread's active session (the process's first):
+    `engine.local_checkpoint` binds it to the frame's own, so its relation is found."""
+    from pyspark.sql import SparkSession
+
+    second = SparkSession.builder.remote(engine.start_local_server()).create()
+    try:
+        assert SparkSession.active() is not second  # the process's first session stays the active one
+        part = engine.local_checkpoint(second.range(10).filter("id > 2"))
+        assert part.sparkSession is second
+        assert part.count() == 7
+        assert SparkSession.active() is not second  # the active session is restored
+        assert engine.local_checkpoint(spark.range(5)).count() == 5  # and the first one's works too
+    finally:
+        second.stop()

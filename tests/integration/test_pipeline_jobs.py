@@ -6,7 +6,13 @@ runner, as `lakehouse run` does.
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +146,62 @@ def test_a_burst_of_bad_rows_fails_the_quality_job(first_run, isolated_home):
         "WHERE _failed_rules LIKE '%quantity_positive%'"
     ).collect()[0][0]
     assert quarantined > 0
+
+
+def _lakehouse(home, *args: str, **popen) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}
+    env["LAKEHOUSE_HOME"] = str(home)
+    exe = Path(sys.executable).with_name("lakehouse")
+    return subprocess.Popen([str(exe), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            **popen)
+
+
+def _state_of(home, monkeypatch) -> dict:
+    """Silver and gold rows and the watermarks of a home (volatile columns and Delta versions left out)."""
+    engine.stop_local_server()
+    monkeypatch.setenv("LAKEHOUSE_HOME", str(home))
+    monkeypatch.delenv("SPARK_REMOTE", raising=False)
+    state = {t: snapshot(t) for t in DATA_TABLES if not t.startswith("bronze.")}
+    # Every step's watermark; the values of bronze's are the sources' business time (the others are
+    # processing times of this home's runs).
+    state["watermarks"] = sorted(
+        (r[0], r[1], r[2] if r[0] == "bronze" else "")
+        for r in engine.sql(
+            "SELECT pipeline, source, last_processed_timestamp FROM retail_datalake.local_monitoring.watermarks"
+        ).collect()
+    )
+    engine.stop_local_server()
+    return state
+
+
+def test_a_runner_killed_mid_run_then_run_again_converges(first_run, isolated_home, tmp_path_factory, monkeypatch):
+    """`lakehouse run retail_daily` killed (SIGKILL, no clean-up) once tasks have journaled monitoring rows
+    that no flush wrote yet; the next run replays them and ends where an uninterrupted run ends."""
+    killed, whole = tmp_path_factory.mktemp("killed"), tmp_path_factory.mktemp("whole")
+    for home in (killed, whole):
+        monkeypatch.setenv("LAKEHOUSE_HOME", str(home))
+        generate_sources(home, days=3, scale_factor=0.05)
+    monkeypatch.setenv("LAKEHOUSE_HOME", str(isolated_home))
+    run = _lakehouse(killed, "run", "retail_daily", start_new_session=True)
+    deadline = time.monotonic() + 180
+    while len(list((killed / "monitoring_journal").glob("*/*.entry.json"))) < 2:
+        assert run.poll() is None, f"the run ended before it could be killed:\n{run.stdout.read()[-2000:]}"
+        assert time.monotonic() < deadline, "no task journaled monitoring rows within 180 s"
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    left = list((killed / "monitoring_journal").glob("*/*.entry.json"))
+    assert left, "the kill should leave journaled rows behind"
+    again = _lakehouse(killed, "run", "retail_daily")
+    out, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out[-3000:]
+    assert not list((killed / "monitoring_journal").glob("*/*.entry.json")), "replayed and removed"
+    uninterrupted = _lakehouse(whole, "run", "retail_daily")
+    out, _ = uninterrupted.communicate(timeout=600)
+    assert uninterrupted.returncode == 0, out[-3000:]
+
+    got, want = _state_of(killed, monkeypatch), _state_of(whole, monkeypatch)
+
+    monkeypatch.setenv("LAKEHOUSE_HOME", str(isolated_home))
+    for key in want:
+        assert got[key] == want[key], key

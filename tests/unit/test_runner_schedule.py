@@ -18,6 +18,7 @@ import pytest
 from retail_lakehouse.core.errors import ParameterError
 from retail_lakehouse.databricks.bundle import RUN_IF, Bundle, JobSpec, TaskSpec
 from retail_lakehouse.jobs import runner
+from retail_lakehouse.jobs.scheduling import priorities
 
 # ----------------------------------------------------------------------------- run_if (pure)
 
@@ -111,6 +112,7 @@ def execution(
     params: dict[str, str] | None = None,
     cancel: threading.Event | None = None,
     run_id: str = "20240105T100000-abcdef",
+    max_parallel: int = 2,
 ) -> runner._Execution:
     bundle = Bundle(
         path=tmp_path / "databricks.yml",
@@ -127,7 +129,7 @@ def execution(
         env="local",
         run_id=run_id,
         root=tmp_path / "runs",
-        max_parallel=2,
+        max_parallel=max_parallel,
         backoff=backoff,
         recorder=_Recorder(),
         cancel=cancel or threading.Event(),
@@ -441,3 +443,77 @@ def test_notebook_tasks_counts_chained_jobs_once_per_task(tmp_path):
     )
     assert runner._notebook_tasks(bundle, parent) == 5
     assert runner._notebook_tasks(bundle, child) == 2
+
+
+# ----------------------------------------------------------------------------- critical path first
+
+
+def _daily_transformation() -> JobSpec:
+    """The shape of retail_transformation: dimension builds beside the clean -> fact chain."""
+    return _job(
+        TaskSpec("clean_customers"),
+        TaskSpec("clean_products"),
+        TaskSpec("clean_stores"),
+        TaskSpec("clean_orders", depends_on=("clean_customers", "clean_stores")),
+        TaskSpec("clean_order_items", depends_on=("clean_orders", "clean_products")),
+        TaskSpec("clean_pos_transactions", depends_on=("clean_stores",)),
+        TaskSpec("build_dim_date"),
+        TaskSpec("build_dim_customer", depends_on=("clean_customers",)),
+        TaskSpec("build_dim_product", depends_on=("clean_products",)),
+        TaskSpec("build_dim_store", depends_on=("clean_stores",)),
+        TaskSpec(
+            "build_fact_sales",
+            depends_on=(
+                "clean_order_items",
+                "build_dim_date",
+                "build_dim_customer",
+                "build_dim_product",
+                "build_dim_store",
+            ),
+        ),
+        TaskSpec("build_agg_daily_sales", depends_on=("build_fact_sales",)),
+    )
+
+
+def test_priorities_rank_the_longest_chain_first():
+    rank = priorities(_daily_transformation())
+    order = sorted(rank, key=rank.__getitem__)
+    # clean_customers and clean_stores head 5-task chains (-> clean_orders -> clean_order_items -> fact
+    # -> agg); clean_stores has more dependents; dimension builds and pos come after.
+    assert order[:3] == ["clean_stores", "clean_customers", "clean_products"]
+    assert order.index("clean_orders") < order.index("build_dim_customer")
+    assert order.index("build_dim_date") < order.index("clean_pos_transactions")  # 3-chain before a leaf
+    assert order[-2:] == ["clean_pos_transactions", "build_agg_daily_sales"]  # leaves, declared order
+
+
+def test_priorities_keep_declaration_order_among_independent_tasks():
+    job = _job(*(TaskSpec(k) for k in ("c", "a", "b")))
+    rank = priorities(job)
+    assert sorted(rank, key=rank.__getitem__) == ["c", "a", "b"]
+
+
+def test_a_ready_task_on_the_critical_path_starts_before_side_branches(tmp_path, script):
+    _, calls = script
+    run = execution(_daily_transformation(), tmp_path, max_parallel=1).run()
+    assert run.state == S
+    started = [key for key, _ in calls]
+    # With one slot, clean_orders is ready once clean_stores and clean_customers are done and goes
+    # before every dimension build (declared order would start build_dim_date first).
+    assert started[:2] == ["clean_stores", "clean_customers"]
+    assert all(started.index("clean_orders") < started.index(k) for k in started if k.startswith("build_"))
+    assert started[-3:] == [
+        "build_fact_sales",
+        "clean_pos_transactions",
+        "build_agg_daily_sales",
+    ]  # leaves last
+
+
+def test_retries_wait_for_a_free_slot_and_keep_their_rank(tmp_path, script):
+    outcomes, calls = script
+    outcomes["a"] = [RuntimeError("boom"), None]
+    job = _job(TaskSpec("a", max_retries=1), TaskSpec("b"), TaskSpec("c", depends_on=("a",)))
+    run = execution(job, tmp_path, max_parallel=1).run()
+    assert states(run) == {"a": [(1, F), (2, S)], "b": [(1, S)], "c": [(1, S)]}
+    # a heads the longer chain: its retry takes the slot before b; then b and c are both leaves
+    # (declared order). In declared order alone b would have run between a's attempts.
+    assert [key for key, _ in calls] == ["a", "a", "b", "c"]

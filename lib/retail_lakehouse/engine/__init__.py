@@ -554,3 +554,22 @@ def spark_functions():  # noqa: ANN201 - the pyspark.sql.functions module
 
     return functions
 
+
+
+def local_checkpoint(df: DataFrame) -> DataFrame:
+    """`df.localCheckpoint()` bound to `df`'s own session.
+
+    pyspark 4 binds a checkpoint's result to the thread's active session, which is the first session
+    the process created (a later one, e.g. for another warehouse, is not made active): on a process
+    with two sessions the result then names a relation the other session does not have ("remote
+    checkpoint relation does not exist"). The thread's active session is `df`'s while it runs.
+    """
+    from pyspark.sql.connect.session import SparkSession
+
+    local = SparkSession._active_session  # noqa: SLF001 - the thread-local slot pyspark reads
+    previous = getattr(local, "session", None)
+    local.session = df.sparkSession
+    try:
+        return df.localCheckpoint()
+    finally:
+        local.session = previous

@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
 WATERMARK_TABLE = "monitoring.watermarks"
+_SCHEMA = (
+    "pipeline string, source string, last_processed_timestamp string, last_processed_version bigint, "
+    "run_id string, updated_at timestamp"
+)
 
 
 def _table_exists(full: str, env: str) -> bool:
@@ -125,7 +129,7 @@ def set_watermarks(
     *,
     version: int | None = None,
 ) -> None:
-    """Store the last processed values of several sources of one step in one MERGE.
+    """Store the last processed values of several sources of one step in one MERGE (a newer row wins).
 
     Args:
         pipeline: the consumer.
@@ -137,18 +141,13 @@ def set_watermarks(
     Raises:
         ParameterError: an empty value.
     """
-    from retail_lakehouse import engine
-    from retail_lakehouse.engine import writes
+    from retail_lakehouse.engine.journal import write_monitoring
 
     if not values:
         return
     settings = load_settings(env)
-    spark = engine.get_spark(settings.env)
     now = datetime.now(UTC)
-    df = spark.createDataFrame(
-        [(pipeline, source, _as_text(value), version, run_id, now) for source, value in values.items()],
-        "pipeline string, source string, last_processed_timestamp string, last_processed_version bigint, "
-        "run_id string, updated_at timestamp",
-    )
-    # One row per source (the keys of a mapping): unique by construction.
-    writes.merge_into(df, WATERMARK_TABLE, keys=["pipeline", "source"], assume_unique=True, env=settings.env)
+    rows = [(pipeline, source, _as_text(value), version, run_id, now) for source, value in values.items()]
+    # One row per source (the keys of a mapping); under the local job runner written at the job
+    # run's end with the other steps' watermarks (engine.journal), else now.
+    write_monitoring(WATERMARK_TABLE, rows, _SCHEMA, merge=True, env=settings.env)

@@ -25,6 +25,7 @@ server instead of `Popen`; the kernel manager drives the child (signals, kill, l
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -450,6 +451,10 @@ def _handle(conn: socket.socket, listener: socket.socket) -> bool:
         for fd in fds:
             os.close(fd)
         return False
+    # Everything imported so far is shared with the kernel copy-on-write: frozen, the kernel's garbage
+    # collector never walks (so never writes to, so never copies) those pages.
+    gc.collect()
+    gc.freeze()
     pid = os.fork()
     if pid == 0:
         listener.close()

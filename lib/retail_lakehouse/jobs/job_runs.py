@@ -267,7 +267,7 @@ class Recorder:
             from retail_lakehouse import engine
             from retail_lakehouse.engine import writes
 
-            spark = engine.get_spark(self.env)
+            spark = engine.get_spark(self.env, lazy_tables=True)  # the runner names a few tables
             recorded = datetime.now(UTC)
             df = spark.createDataFrame([(*r, recorded) for r in rows], JOB_RUNS_SCHEMA)
             writes.write_table(df, "monitoring.job_runs", mode="append", env=self.env)

@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,7 @@ _ON_ACQUIRE = """\
 import os as __os
 import retail_lakehouse.jobs.kernels as __k
 __os.chdir({cwd!r})
+__os.environ.update({environ!r})
 __k.refresh(__os.environ.get("LAKEHOUSE_ENV") or "local")
 del __os, __k
 """
@@ -107,6 +108,8 @@ class KernelPool:
         preload: modules the notebooks import (e.g. the pipeline's), imported while the kernel warms.
         lazy_tables: the kernels' sessions register a table when a request first names it, not
             every table of the warehouse up front (`engine.register_lazily`).
+        environ: environment variables a kernel gets when a task takes it (e.g. the run's
+            monitoring journal, `engine.journal`).
     """
 
     def __init__(
@@ -117,12 +120,14 @@ class KernelPool:
         extra_arguments: list[str] | None = None,
         preload: Sequence[str] = (),
         lazy_tables: bool = False,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         import_notebook_machinery()  # before the first warm-kernel thread, and the caller's papermill
         self.size, self.budget = max(0, size), max(0, budget)
         self.extra_arguments = extra_arguments or ["--HistoryManager.hist_file=:memory:"]
         self.preload = tuple(preload)
         self.lazy_tables = lazy_tables
+        self.environ = dict(environ or {})
         self._ready: list[KernelManager] = []
         self._starting = 0
         self._started = 0
@@ -156,7 +161,7 @@ class KernelPool:
         if km is None:  # every warm start failed: one cold try, errors to the caller
             km = _start_kernel(self.extra_arguments, self.preload)
         try:
-            _execute_silently(km, _ON_ACQUIRE.format(cwd=str(cwd)))
+            _execute_silently(km, _ON_ACQUIRE.format(cwd=str(cwd), environ=self.environ))
         except Exception:
             _shutdown(km)
             raise

@@ -26,8 +26,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from retail_lakehouse.core.config import env_flag, lakehouse_home, load_settings
 from retail_lakehouse.core.errors import ParameterError
 from retail_lakehouse.databricks.bundle import Bundle, JobSpec, TaskSpec, load_bundle, param_str
+from retail_lakehouse.engine import journal as monitoring
 from retail_lakehouse.jobs.job_runs import JobRun, Recorder, TaskRun, row
 from retail_lakehouse.jobs.kernels import KERNEL_NAME, KernelPool, kernel_cpu_seconds
+from retail_lakehouse.jobs.scheduling import priorities
+from retail_lakehouse.jobs.scheduling import run_if as _run_if
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -118,18 +121,28 @@ def run_job(
     if not _RUN_ID.match(run_id):
         raise ParameterError("run_id", f"{run_id!r} may hold letters, digits, '.', '_' and '-' only")
     settings = load_settings(env)
+    if warm_kernels is None:
+        warm_kernels = env_flag("LAKEHOUSE_WARM_KERNELS")
+    journal: Path | None = None
+    replayed = monitoring.FlushResult()
     if settings.is_local:
         from retail_lakehouse import engine
 
         engine.start_local_server(settings)
+        # Monitoring rows a killed run left are written first; this run's tasks (warm kernels) keep
+        # theirs in its journal, written at the end of each job run (engine.journal).
+        replayed = monitoring.replay_orphans(settings)
+        journal = monitoring.open_journal(run_id, settings) if warm_kernels else None
     recorder = Recorder(env)
-    if warm_kernels is None:
-        warm_kernels = env_flag("LAKEHOUSE_WARM_KERNELS")
     parallel = max_parallel or min(2, os.cpu_count() or 1)
     # Tables are registered in a task's session when it first names them: a task reads and writes a
     # few, and registering all of them was most of an increment's round trips.
     pool = KernelPool(
-        size=parallel if warm_kernels else 0, budget=_notebook_tasks(b, job), preload=preload, lazy_tables=True
+        size=parallel if warm_kernels else 0,
+        budget=_notebook_tasks(b, job),
+        preload=preload,
+        lazy_tables=True,
+        environ={monitoring.JOURNAL_ENV: str(journal)} if journal else None,
     )
     execution = _Execution(
         bundle=b,
@@ -143,12 +156,16 @@ def run_job(
         recorder=recorder,
         cancel=cancel or threading.Event(),
         kernels=pool,
+        journal=journal,
     )
     try:
         with pool:
+            if settings.is_local:  # while the kernels warm: the session the journal and recorder write with
+                engine.get_spark(env, lazy_tables=True)
             run = execution.run()
     finally:
-        problems = recorder.close()
+        problems = replayed.problems + (monitoring.close_journal(journal).problems if journal else [])
+        problems += recorder.close()
     from retail_lakehouse.jobs.job_alerts import notify_run
 
     notify_run(run)  # failed: alert job:<job>; success: resolve it (never raises, bounded wait)
@@ -201,8 +218,10 @@ class _Execution:
         recorder: Recorder,
         cancel: threading.Event,
         kernels: KernelPool,
+        journal: Path | None = None,
     ) -> None:
         self.bundle, self.job, self.params, self.env, self.run_id = bundle, job, params, env, run_id
+        self.journal = journal
         self.root, self.max_parallel, self.backoff = root, max_parallel, backoff
         self.recorder, self.cancel, self.kernels = recorder, cancel, kernels
         self.dir = root / run_id
@@ -226,34 +245,28 @@ class _Execution:
         self.save()
         log.info("job %s run %s started (%s)", self.job.key, self.run_id, self.dir)
         specs = {t.task_key: t for t in self.job.topological_order()}
+        rank = priorities(self.job)
         pending = list(specs)
         final: dict[str, TaskRun] = {}
         running: dict[Future[tuple[TaskRun, bool]], str] = {}
         delayed: list[tuple[float, str, int]] = []
+        ready: list[tuple[str, int]] = []  # (task, attempt): started as slots free up, critical path first
         pool = ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix=f"{self.job.key}")
         try:
-            while pending or running or delayed:
+            while pending or running or delayed or ready:
                 if self.cancel.is_set():
-                    for key in pending + [k for _, k, _ in delayed]:
+                    for key in pending + [k for _, k, _ in delayed] + [k for k, _ in ready]:
                         final[key] = self._not_run(specs[key], "CANCELED")
-                    pending, delayed = [], []
-                progress = True
-                while progress:  # deciding a skipped task can make its dependents decidable
-                    progress = False
-                    for key in list(pending):
-                        spec = specs[key]
-                        if all(d in final for d in spec.depends_on):
-                            pending.remove(key)
-                            verdict = _run_if(spec, [final[d].state for d in spec.depends_on])
-                            if verdict:
-                                final[key] = self._not_run(spec, verdict)
-                                progress = True
-                            else:
-                                running[pool.submit(self._attempt, spec, 1)] = key
+                    pending, delayed, ready = [], [], []
+                self._decide(pending, specs, final, ready)
                 now = time.monotonic()
                 for item in [d for d in delayed if d[0] <= now]:
                     delayed.remove(item)
-                    running[pool.submit(self._attempt, specs[item[1]], item[2])] = item[1]
+                    ready.append((item[1], item[2]))
+                ready.sort(key=lambda item: rank[item[0]])
+                while ready and len(running) < self.max_parallel:
+                    key, number = ready.pop(0)
+                    running[pool.submit(self._attempt, specs[key], number)] = key
                 timeout = max(0.0, min(d[0] for d in delayed) - now) if delayed else None
                 if not running:
                     if delayed:
@@ -272,14 +285,48 @@ class _Execution:
                         self.save()
         except BaseException:  # Ctrl-C or a runner bug: what has not started is CANCELED, then re-raise
             self.cancel.set()
-            for key in pending + [k for _, k, _ in delayed]:
+            for key in pending + [k for _, k, _ in delayed] + [k for k, _ in ready]:
                 final[key] = self._not_run(specs[key], "CANCELED")
             pool.shutdown(wait=False, cancel_futures=True)
+            self._flush_journal()
             self._finish(final)
             raise
         pool.shutdown(wait=True)
+        self._flush_journal()
         self._finish(final)
         return self.result
+
+    def _flush_journal(self) -> None:
+        """Write the monitoring rows this job run's tasks journaled: one commit per table."""
+        if self.journal is None:
+            return
+        written = monitoring.flush(self.journal)
+        if written.commits:
+            log.info("job %s run %s: monitoring rows written %s", self.job.key, self.run_id, written.commits)
+        self.result.warnings.extend(written.problems)
+
+    def _decide(
+        self,
+        pending: list[str],
+        specs: dict[str, TaskSpec],
+        final: dict[str, TaskRun],
+        ready: list[tuple[str, int]],
+    ) -> None:
+        """Move the pending tasks whose upstream tasks are final to `ready`, or to `final` when run_if
+        skips them."""
+        progress = True
+        while progress:  # deciding a skipped task can make its dependents decidable
+            progress = False
+            for key in list(pending):
+                spec = specs[key]
+                if all(d in final for d in spec.depends_on):
+                    pending.remove(key)
+                    verdict = _run_if(spec, [final[d].state for d in spec.depends_on])
+                    if verdict:
+                        final[key] = self._not_run(spec, verdict)
+                        progress = True
+                    else:
+                        ready.append((key, 1))
 
     def _finish(self, final: dict[str, TaskRun]) -> None:
         states = {t.state for t in final.values()}
@@ -443,6 +490,7 @@ class _Execution:
             recorder=self.recorder,
             cancel=self.cancel,
             kernels=self.kernels,
+            journal=self.journal,
         )
 
     def _dynamic(self, value: str, spec: TaskSpec) -> str:
@@ -531,28 +579,6 @@ def attempts(spec: TaskSpec) -> int:
         return spec.max_retries + 1
     # A chained job retries inside its own tasks; retrying the whole job is opt-in.
     return 1 if spec.run_job else DEFAULT_ATTEMPTS
-
-
-def _run_if(spec: TaskSpec, upstream: list[str]) -> str | None:
-    """None to run the task, else the state it ends in without running (Databricks run_if)."""
-    if not upstream:
-        return None
-    failed = sum(s in ("FAILED", "UPSTREAM_FAILED") for s in upstream)
-    succeeded = sum(s == "SUCCESS" for s in upstream)
-    if "CANCELED" in upstream and spec.run_if != "ALL_DONE":
-        return "CANCELED"
-    rule = spec.run_if
-    if rule == "ALL_DONE":
-        return None
-    if rule == "ALL_SUCCESS":
-        return None if succeeded == len(upstream) else ("UPSTREAM_FAILED" if failed else "EXCLUDED")
-    if rule == "NONE_FAILED":
-        return "UPSTREAM_FAILED" if failed else None
-    if rule == "AT_LEAST_ONE_SUCCESS":
-        return None if succeeded else ("UPSTREAM_FAILED" if failed else "EXCLUDED")
-    if rule == "ALL_FAILED":
-        return None if failed == len(upstream) else "EXCLUDED"
-    return None if failed else "EXCLUDED"  # AT_LEAST_ONE_FAILED
 
 
 def _now() -> datetime:

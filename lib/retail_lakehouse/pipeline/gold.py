@@ -429,6 +429,7 @@ def build_fact_sales(
     Raises:
         ParameterError: malformed or reversed dates.
     """
+    from retail_lakehouse import engine
     from retail_lakehouse.engine import writes
     from retail_lakehouse.engine.watermarks import get_watermarks, set_watermarks
 
@@ -473,7 +474,7 @@ def build_fact_sales(
         if keys:
             predicate = _partition_filter(keys)
             # Computed once on the server: the count and the write read the same rows.
-            part = frame.filter(predicate).localCheckpoint()
+            part = engine.local_checkpoint(frame.filter(predicate))
             written = part.count()
             writes.write_table(
                 part, "gold.fact_sales", mode="overwrite", replace_where=predicate, env=settings.env

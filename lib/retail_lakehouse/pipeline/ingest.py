@@ -32,6 +32,7 @@ from retail_lakehouse.core.errors import ParameterError, SourceError
 from retail_lakehouse.core.params import date_range
 from retail_lakehouse.core.tables import registry
 from retail_lakehouse.engine import writes
+from retail_lakehouse.engine.journal import write_monitoring
 from retail_lakehouse.engine.watermarks import get_watermark, set_watermark
 
 if TYPE_CHECKING:
@@ -546,7 +547,6 @@ def _record_progress(
 ) -> None:
     import datetime as dt
 
-    spark = engine.get_spark(settings.env)
     behind_bytes = sum(p.stat().st_size for p in pending)
     behind_rows = sum(_count_lines(p) for p in pending)
     rate = rows / duration if duration > 0 else 0.0
@@ -567,8 +567,7 @@ def _record_progress(
         "sources": json.dumps([{"description": f"FileStreamSource[{POS_STREAM}]", "numInputRows": rows}]),
     }
     tdef = registry().get("stream_progress", layer="monitoring")
-    df = spark.createDataFrame([row], schema=tdef.ddl())
-    writes.write_table(df, tdef, mode="append", env=settings.env)
+    write_monitoring(tdef.ref, [tuple(row[c] for c in tdef.columns)], tdef.ddl(), env=settings.env)
 
 
 def _count_lines(path: Path) -> int:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 from retail_lakehouse.engine import spark_functions
+from retail_lakehouse.engine.journal import write_monitoring
 from retail_lakehouse.pipeline.quality_model import (
     Aggregate,
     CheckContext,
@@ -370,7 +371,5 @@ def run_checks(
         ]
         tdef = registry().get("monitoring.quality_metrics", settings=settings)
         # evolve_schema: a lakehouse created before `evidence` existed gets the column added.
-        writes.write_table(
-            spark.createDataFrame(rows, tdef.ddl()), tdef, mode="append", evolve_schema=True, env=settings.env
-        )
+        write_monitoring(tdef.ref, rows, tdef.ddl(), evolve_schema=True, env=settings.env)
     return report

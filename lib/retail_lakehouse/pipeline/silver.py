@@ -22,6 +22,7 @@ from retail_lakehouse.core.errors import ConfigError, ParameterError
 from retail_lakehouse.core.params import date_range
 from retail_lakehouse.core.tables import TableDef, registry
 from retail_lakehouse.engine import writes
+from retail_lakehouse.engine.journal import write_monitoring
 from retail_lakehouse.engine.watermarks import set_watermark
 from retail_lakehouse.pipeline import incremental
 
@@ -332,7 +333,7 @@ def _merge(rows: DataFrame, silver: TableDef, rules: RuleSet, env: str) -> None:
 
 def _materialize(df: DataFrame) -> DataFrame:
     """Evaluate once on the server, so counts and writes see the same rows (no re-reads)."""
-    return df.localCheckpoint()
+    return engine.local_checkpoint(df)
 
 
 def _counts(checked: DataFrame, rules: RuleSet) -> dict[str, Any]:
@@ -366,7 +367,6 @@ def _counts(checked: DataFrame, rules: RuleSet) -> dict[str, Any]:
 
 
 def _record_reconciliation(result: SilverResult, env: str) -> None:
-    spark = engine.get_spark(env)
     tdef: TableDef = registry().get("reconciliation", layer="monitoring")
     row = (
         result.run_id,
@@ -378,4 +378,4 @@ def _record_reconciliation(result: SilverResult, env: str) -> None:
         result.duplicates_removed,
         result.balanced,
     )
-    writes.write_table(spark.createDataFrame([row], schema=tdef.ddl()), tdef, mode="append", env=env)
+    write_monitoring(tdef.ref, [row], tdef.ddl(), env=env)  # under the job runner: at the job run's end
