@@ -236,9 +236,9 @@ def get_spark(env: str | None = None, *, lazy_tables: bool = False) -> SparkSess
 
         if os.environ.get("LAKEHOUSE_RPC_LOG"):
             log_rpcs(os.environ["LAKEHOUSE_RPC_LOG"])
-        spark = SparkSession.builder.remote(remote).create()
-        spark.conf.set("spark.sql.session.timeZone", "UTC")
-        spark.conf.set("spark.sql.warehouse.dir", str(settings.warehouse / "_managed"))
+        # Both settings in the session's first request (one round trip; create() sends its options).
+        builder = SparkSession.builder.remote(remote).config("spark.sql.session.timeZone", "UTC")
+        spark = builder.config("spark.sql.warehouse.dir", str(settings.warehouse / "_managed")).create()
         if lazy_tables:
             register_lazily(spark, settings)
         else:
