@@ -239,6 +239,10 @@ def get_spark(env: str | None = None, *, lazy_tables: bool = False) -> SparkSess
         # Both settings in the session's first request (one round trip; create() sends its options).
         builder = SparkSession.builder.remote(remote).config("spark.sql.session.timeZone", "UTC")
         spark = builder.config("spark.sql.warehouse.dir", str(settings.warehouse / "_managed")).create()
+        # Reattachable execution guards long streams against dropped connections; to a server on this
+        # machine it only costs: a ReleaseExecute call per response, each from a thread pool, about
+        # 25 % of a small query's CPU (measured: 15 -> 11 ms per query, client and engine together).
+        spark.client.disable_reattachable_execute()
         if lazy_tables:
             register_lazily(spark, settings)
         else:
