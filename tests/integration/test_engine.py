@@ -341,3 +341,33 @@ def test_a_checkpoint_of_a_second_session_stays_on_that_session(spark):
         assert engine.local_checkpoint(spark.range(5)).count() == 5  # and the first one's works too
     finally:
         second.stop()
+
+
+def test_pysparks_own_config_reads_are_answered_once_per_session(spark):
+    """Each collect() asked the server for binaryAsBytes; now the first answer is kept until a set."""
+    from pyspark.sql import SparkSession
+
+    from retail_lakehouse.engine import _client
+
+    session = SparkSession.builder.remote(engine.start_local_server()).create()
+    try:
+        sent: list[str] = []
+        config = session.client.config
+
+        def counted(operation):
+            sent.append(operation.WhichOneof("op_type"))
+            return config(operation)
+
+        session.client.config = counted
+        _client.tune(session)
+        assert session.client._use_reattachable_execute is False  # noqa: SLF001
+        for _ in range(5):
+            assert session.range(3).collect()[0][0] == 0
+        assert sent.count("get_with_default") == 1
+        session.conf.set("spark.sql.shuffle.partitions", "3")  # a set forgets the kept answers
+        session.range(1).collect()
+        assert sent.count("get_with_default") == 2
+        assert session.conf.get("spark.sql.shuffle.partitions") == "3"  # other reads still go out
+        assert sent.count("get") >= 1
+    finally:
+        session.stop()
