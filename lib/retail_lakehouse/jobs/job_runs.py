@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import queue
 import threading
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -218,13 +217,11 @@ def row(
     )
 
 
-_FLUSH = "flush"  # queue marker (_FLUSH, run_id): write that run's buffered rows
-
-
 class Recorder:
-    """Appends job_runs rows from a background thread, one commit per job run, so recording never
-    delays tasks: a run's rows are buffered until its own row (task_key None, added when the run
-    ends, whatever its state) and written with it; `close` writes anything left.
+    """Appends the job_runs rows of one top-level run (its tasks, its chained job runs and itself) in
+    one Delta commit when it ends (`close`), so recording never delays tasks. A runner killed before the end records nothing in job_runs (its run.json
+    files stay): never part of a run. Before, each chained job run made its own commit (4 per daily
+    increment).
 
     A failed write is logged and kept as a warning of the run; it never replaces a task's error.
     """
@@ -232,35 +229,20 @@ class Recorder:
     def __init__(self, env: str) -> None:
         self.env = env
         self.problems: list[str] = []
-        self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="job-runs-recorder", daemon=True)
-        self._thread.start()
+        self._rows: list[tuple[Any, ...]] = []
+        self._lock = threading.Lock()
 
     def add(self, row: tuple[Any, ...]) -> None:
-        self._queue.put(row)
-        if row[2] is None:  # a job run's row: the run has ended, record it with its tasks
-            self._queue.put((_FLUSH, row[0]))
+        with self._lock:
+            self._rows.append(row)
 
     def close(self) -> list[str]:
-        """Write what is queued, stop, and return the recording problems."""
-        self._queue.put(None)
-        self._thread.join()
+        """Write the run's rows (one commit), and return the recording problems."""
+        with self._lock:
+            rows, self._rows = self._rows, []
+        if rows:
+            self._write(rows)
         return self.problems
-
-    def _loop(self) -> None:
-        pending: dict[str, list[tuple[Any, ...]]] = {}  # run id -> its rows (a chained job has its own)
-        while True:
-            item = self._queue.get()
-            if item is None:
-                rows = [r for run in pending.values() for r in run]
-                if rows:
-                    self._write(rows)
-                return
-            if len(item) == 2 and item[0] == _FLUSH:
-                if rows := pending.pop(item[1], []):
-                    self._write(rows)
-            else:
-                pending.setdefault(item[0], []).append(item)
 
     def _write(self, rows: list[tuple[Any, ...]]) -> None:
         try:
