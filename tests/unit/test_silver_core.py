@@ -200,6 +200,7 @@ def test_standardize_looks_values_up_in_reference_frames(spark):
             (1, 10, 100, ts("2024-01-05 10:00:00")),
             (2, 11, 101, ts("2024-01-05 10:00:00")),
             (3, None, 100, ts("2024-01-05 10:00:00")),
+            (4, 10, 100, ts("2024-01-05 10:00:00")),  # a second line of order 10
         ],
         "order_item_id bigint, order_id bigint, product_id bigint, _ingested_at timestamp",
     )
@@ -207,6 +208,7 @@ def test_standardize_looks_values_up_in_reference_frames(spark):
         [
             (10, dt.date(2024, 1, 5)),
             (10, dt.date(2024, 1, 5)),
+            (12, dt.date(2024, 1, 6)),  # no line of it in the day's rows: filtered out before the join
         ],  # a duplicate key in the reference adds no row
         "order_id bigint, order_date date",
     )
@@ -218,7 +220,9 @@ def test_standardize_looks_values_up_in_reference_frames(spark):
         1: (dt.date(2024, 1, 5), Decimal("2.50")),
         2: (None, None),  # no such order or product: NULL, for a rule to catch
         3: (None, Decimal("2.50")),
+        4: (dt.date(2024, 1, 5), Decimal("2.50")),
     }
+    assert std.count() == 4  # one row per bronze row
 
 
 # ----------------------------------------------------------------------------- evaluate
