@@ -464,3 +464,25 @@ def test_backfill_rejects_bad_dates(loaded):
         gold.build_fact_sales("x", start_date="01/05/2024")
     with pytest.raises(ParameterError, match="after"):
         gold.build_fact_sales("x", start_date="2024-02-01", end_date="2024-01-01")
+
+
+def test_incremental_fact_follows_moved_and_undated_orders(second_run, spark):
+    """Run 3: order 107 moves from 01-10 to 01-12; order 108 has no order_date (its date is its time's).
+    The incremental build reads only the touched dates' orders and still equals a full rebuild."""
+    t3 = ts("2024-02-03 00:00:00")
+    undated = (108, 2, 1, ts("2024-01-13 10:00:00"), None, "completed", "store", Decimal("5.00"), None,
+               ts("2024-01-13 10:00:00"), "r", t3)  # fmt: skip
+    _write(spark, [order(107, 1, 1, "2024-01-12 09:00:00", t3), undated], ORDERS, "silver.orders", "merge")
+    _write(spark, [item(1009, 108, 2, 1, "5.00", "2024-01-13 10:00:00", t3)], ITEMS, "silver.order_items", "merge")
+    result = gold.build_fact_sales("run3")
+    assert result.mode == "incremental"
+    assert result.date_keys == (20240110, 20240112, 20240113)  # the moved order's old and new date
+    rows = _rows(spark, "fact_sales", "order_item_id")
+    assert {r["order_item_id"]: r["date_key"] for r in rows if r["order_id"] in (107, 108)} == {
+        1007: 20240112,
+        1009: 20240113,
+    }
+    incremental = _fact_tuples(rows)
+    rebuilt = gold.build_fact_sales("full", start_date="2023-01-01", end_date="2026-12-31")
+    assert rebuilt.inserted == 7
+    assert _fact_tuples(_rows(spark, "fact_sales", "order_item_id")) == incremental
