@@ -3,6 +3,9 @@
 Baseline, same run: one pass with cold kernels (`LAKEHOUSE_WARM_KERNELS=0`, a fresh interpreter
 per task as papermill alone starts them) against the default warm, forked kernels.
 
+Each pass also runs the job once more with no new data: the increment's fixed cost (the job's shape,
+whatever the data), beside the increment, as a ratio of the full load too.
+
 For the full load and the increment of each pass it also reports where the time goes: the critical
 path (the longest dependency chain's task times, chained jobs expanded), Spark Connect round trips
 (runner vs kernels, counted with `LAKEHOUSE_RPC_LOG`), Delta commits (monitoring tables vs data), CPU
@@ -223,15 +226,20 @@ def full_and_increment(scale_factor: float, days: int, extra_env: dict[str, str]
     rates = layer_rates(home, full["run_id"])
     timed([LAKEHOUSE, "generate", "--scale-factor", str(scale_factor), "--days", str(days + 1)], home)
     inc = profiled_run(home, "increment", extra_env)
+    # The job once more with nothing new: what an increment costs whatever its data (the job's shape).
+    idle = profiled_run(home, "no_new_data", extra_env)
     return {
         "generate_s": round(gen_s, 2),
         "full_s": full["wall_s"],
         "increment_s": inc["wall_s"],
         "increment_ratio": round(inc["wall_s"] / full["wall_s"], 3),
+        "no_new_data_s": idle["wall_s"],
+        "no_new_data_ratio": round(idle["wall_s"] / full["wall_s"], 3),
         "peak_rss_mb": max(full["peak_rss_mb"], inc["peak_rss_mb"]),
         "rows_per_s": rates,
         "full": full,
         "increment": inc,
+        "no_new_data": idle,
     }
 
 
@@ -248,7 +256,7 @@ def _median(runs: list[dict], *path: str) -> float | None:
 def summary(runs: list[dict]) -> dict:
     """Medians over passes of what the issue asks for, full load and increment side by side."""
     out: dict = {}
-    for phase in ("full", "increment"):
+    for phase in ("full", "increment", "no_new_data"):
         out[phase] = {
             "wall_s": _median(runs, phase, "wall_s"),
             "critical_path_s": _median(runs, phase, "critical_path_s"),
@@ -281,6 +289,7 @@ def main() -> None:
         "full_load_median_s": full_median,
         "increment_median_s": inc_median,
         "increment_ratio": round(inc_median / full_median, 3),
+        "no_new_data_median_s": statistics.median(r["no_new_data_s"] for r in runs),
         "medians": summary(runs),
         "runs": runs,
     }
@@ -298,6 +307,7 @@ def main() -> None:
         figures["growth_ratio"] = round(large["full_s"] / full_median, 2)
         figures["growth_vs_linear"] = round(large["full_s"] / (full_median * args.large / args.scale_factor), 3)
         figures["large_increment_ratio"] = large["increment_ratio"]
+        figures["large_no_new_data_ratio"] = large["no_new_data_ratio"]
     figures["load_avg_start_end"] = [round(x, 2) for x in (*load_start, *os.getloadavg())]
     report("pipeline", figures)
 
