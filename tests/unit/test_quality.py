@@ -540,3 +540,26 @@ def test_run_checks_records_sample_keys(spark, silver):
     report = quality.run_checks(["silver.orders"], run_id="samples", rule_sets=rules)
     evidence = json.loads(report.results[0].evidence)
     assert sorted(k["order_id"] for k in evidence["sample_keys"]) == [1, 2]
+
+
+def test_overview_lists_checks_to_act_on_first():
+    def result(table: str, name: str, status: str) -> quality_model.CheckResult:
+        return quality_model.CheckResult(table, name, "not_null", "error", status, 0.0, 0.0, f"{name} details", "{}")
+
+    report = quality.QualityReport(
+        run_id="r",
+        results=[
+            result("retail_datalake.local_silver.orders", "a", "PASSED"),
+            result("retail_datalake.prod_silver.order_items", "b", "WARN"),
+            result("retail_datalake.silver.stores", "c", "PASSED"),
+            result("retail_datalake.local_gold.fact_sales", "d", "FAILED"),
+            result("retail_datalake.local_silver.customers", "e", "ERROR"),
+        ],
+    )
+    view = report.overview()
+    assert list(view.columns) == ["table", "check", "status", "criticality", "metric", "threshold", "details"]
+    assert list(view["check"]) == ["e", "d", "b", "a", "c"]  # ERROR, FAILED, WARN, then PASSED in run order
+    assert list(view["table"]) == [
+        "silver.customers", "gold.fact_sales", "silver.order_items", "silver.orders", "silver.stores"
+    ]  # fmt: skip
+    assert len(report.frame) == 5 and "evidence" in report.frame.columns  # the full rows stay in `frame`

@@ -41,7 +41,7 @@ from retail_lakehouse.pipeline.quality_model import (
 from retail_lakehouse.pipeline.quality_rules import load_rule_sets  # imports the built-in check kinds
 from retail_lakehouse.pipeline.quality_table_checks import missing_table_result, sample_keys
 
-__all__ = ["QualityReport", "evaluate", "evaluate_table", "run_checks"]
+__all__ = ["QualityReport", "evaluate", "evaluate_table", "run_checks", "table_ref"]
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +203,14 @@ def _missing_reference(
     )
 
 
+def table_ref(table_name: str) -> str:
+    """``retail_datalake.local_silver.orders`` -> ``silver.orders`` (the registry ref)."""
+    parts = table_name.split(".")
+    if len(parts) == 3:
+        return f"{parts[1].split('_', 1)[-1]}.{parts[2]}"
+    return table_name
+
+
 @dataclass
 class QualityReport:
     """Results of one quality run (already written to ``monitoring.quality_metrics``)."""
@@ -229,6 +237,24 @@ class QualityReport:
         import pandas as pd
 
         return pd.DataFrame([r.__dict__ for r in self.results])
+
+    def overview(self) -> pd.DataFrame:
+        """Every check, one line each, for a person to read: ERROR, FAILED and WARN first, then PASSED
+        (each in run order); the table as ``layer.table``; no evidence (it is in
+        ``monitoring.quality_metrics``). `frame` has every field."""
+        import pandas as pd
+
+        order = {"ERROR": 0, "FAILED": 1, "WARN": 2, "PASSED": 3}
+        ranked = sorted(enumerate(self.results), key=lambda ir: (order.get(ir[1].check_status, 0), ir[0]))
+        columns = ["table", "check", "status", "criticality", "metric", "threshold", "details"]
+        return pd.DataFrame(
+            [
+                (table_ref(r.table_name), r.check_name, r.check_status, r.criticality, r.metric_value,
+                 r.threshold, r.details)
+                for _, r in ranked
+            ],
+            columns=columns,
+        )
 
     def summary(self) -> dict[str, int]:
         out = {"PASSED": 0, "WARN": 0, "FAILED": 0, "ERROR": 0}

@@ -16,7 +16,7 @@ from collections import defaultdict
 
 from retail_lakehouse import alerts
 from retail_lakehouse.core.config import current_env
-from retail_lakehouse.pipeline.quality import QualityReport
+from retail_lakehouse.pipeline.quality import QualityReport, table_ref
 from retail_lakehouse.pipeline.quality_model import CheckResult
 
 __all__ = ["KEY_PREFIX", "notify_quality", "quality_alert"]
@@ -25,14 +25,6 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX = "quality:"
 BAD = ("FAILED", "ERROR")
-
-
-def _ref(table_name: str) -> str:
-    """``retail_datalake.local_silver.orders`` -> ``silver.orders`` (the registry ref)."""
-    parts = table_name.split(".")
-    if len(parts) == 3:
-        return f"{parts[1].split('_', 1)[-1]}.{parts[2]}"
-    return table_name
 
 
 def quality_alert(ref: str, bad: list[CheckResult], report: QualityReport, env: str) -> alerts.Alert:
@@ -75,7 +67,7 @@ def notify_quality(
     env = env or current_env()
     by_table: dict[str, list[CheckResult]] = defaultdict(list)
     for r in report.results:
-        by_table[_ref(r.table_name)].append(r)
+        by_table[table_ref(r.table_name)].append(r)
     try:
         failing = {ref: [r for r in rs if r.check_status in BAD] for ref, rs in by_table.items()}
         firing = [quality_alert(ref, bad, report, env) for ref, bad in sorted(failing.items()) if bad]
