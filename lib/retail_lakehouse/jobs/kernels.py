@@ -101,7 +101,8 @@ class KernelPool:
     """Kernels started ahead of demand, each used by one notebook.
 
     Args:
-        size: kernels kept ready (the runner's parallelism).
+        size: kernels kept ready or warming, besides those in use (the runner: its parallelism plus
+            `runner.SPARE_KERNELS`).
         budget: kernels started in total at most (the notebook tasks the run has): no kernel is
             warmed for a task that will never come. A retry past the budget still gets one.
         extra_arguments: kernel command-line arguments (nbclient's in-memory history by default).
