@@ -486,3 +486,21 @@ def test_incremental_fact_follows_moved_and_undated_orders(second_run, spark):
     rebuilt = gold.build_fact_sales("full", start_date="2023-01-01", end_date="2026-12-31")
     assert rebuilt.inserted == 7
     assert _fact_tuples(_rows(spark, "fact_sales", "order_item_id")) == incremental
+
+
+def test_orders_on_dates_in_list_and_range(spark, monkeypatch):
+    """The orders of some fact dates: by order_date, or the order time's date when it is NULL; beyond
+    _MAX_IN_LIST dates as the range between the first and the last (as `_partition_filter`)."""
+    orders = spark.createDataFrame(
+        [
+            (1, ts("2024-01-05 10:00:00"), dt.date(2024, 1, 5)),
+            (2, ts("2024-01-06 10:00:00"), None),
+            (3, ts("2024-01-07 10:00:00"), dt.date(2024, 1, 7)),
+            (4, ts("2024-01-09 10:00:00"), dt.date(2024, 1, 9)),
+        ],
+        "order_id bigint, order_ts timestamp, order_date date",
+    )
+    keys = [20240105, 20240106, 20240108]
+    assert sorted(r.order_id for r in gold._orders_on(orders, keys).collect()) == [1, 2]
+    monkeypatch.setattr(gold, "_MAX_IN_LIST", 2)
+    assert sorted(r.order_id for r in gold._orders_on(orders, keys).collect()) == [1, 2, 3]  # 01-05..01-08

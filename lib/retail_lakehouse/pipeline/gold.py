@@ -177,12 +177,12 @@ def _orders_on(orders: DataFrame, keys: Sequence[int]) -> DataFrame:
     340-380 ms). The frame is still filtered by `_partition_filter`, so the rows are the same.
     """
     F = spark_functions()
-    days = [dt.date(k // 10000, k // 100 % 100, k % 100) for k in (min(keys), max(keys))]
+    dates = [dt.date(k // 10000, k // 100 % 100, k % 100) for k in keys]
 
-    def on(day: Any) -> Any:
-        if len(keys) > _MAX_IN_LIST:
-            return day.between(F.lit(days[0]), F.lit(days[1]))
-        return day.isin([F.lit(dt.date(k // 10000, k // 100 % 100, k % 100)) for k in keys])
+    def on(day: Any) -> Any:  # as `_partition_filter`: a range beyond _MAX_IN_LIST dates
+        if len(dates) > _MAX_IN_LIST:
+            return day.between(F.lit(min(dates)), F.lit(max(dates)))
+        return day.isin([F.lit(d) for d in dates])
 
     return orders.filter(on(F.col("order_date")) | (F.col("order_date").isNull() & on(F.to_date("order_ts"))))
 
