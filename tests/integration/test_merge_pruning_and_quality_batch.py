@@ -44,9 +44,9 @@ def _predicate(spark, tdef: TableDef, source) -> str:
     full = tdef.full_name()
     columns = writes._table_columns(spark, full)
     conformed, _ = writes.conform(source, full, columns, evolve_schema=False)
-    return writes._partition_predicate(
+    return writes._touched_partitions(
         spark, full, conformed, list(tdef.keys), list(tdef.partition_by), columns
-    )
+    ).predicate
 
 
 def _merge_both(
@@ -132,6 +132,35 @@ def test_null_keys_and_null_partitions_merge_as_unpruned(spark, target_has_null_
         (None, D2, "null-key-moved"),
     ]
     assert pruned == plain == expected
+
+
+def _last_operation(tdef: TableDef) -> str:
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(engine.table_dir(tdef.full_name()))).history(1)[0]["operation"]
+
+
+@pytest.mark.parametrize(
+    ("source", "inserts_only"),
+    [
+        pytest.param([(5, D5, "new5"), (6, D1, "new6"), (7, None, "new-null-day")], True, id="new-keys"),
+        pytest.param([(5, D5, "new5"), (2, D2, "b2x")], False, id="one-stored-key"),
+        pytest.param([(5, D5, "new5"), (None, D5, "null-key")], False, id="stored-null-key"),
+    ],
+)
+def test_a_merge_of_new_keys_only_appends(spark, source, inserts_only):
+    """No stored row has a source key: the pruned MERGE commits an append, with the plain MERGE's rows.
+
+    A stored key (a NULL key too: keys compare null-safely) keeps the MERGE.
+    """
+    base = [(1, D1, "a1"), (2, D2, "b2"), (None, D3, "null-key")]
+    schema = "id bigint, day date, val string"
+    name = f"ins_only_{inserts_only}_{len(source)}"
+    pruned, plain, _ = _merge_both(spark, name, base, source, schema=schema)
+    assert pruned == plain
+    assert len(pruned) == len(base) + sum(1 for r in source if r[0] not in {b[0] for b in base})
+    assert (_last_operation(_tdef(f"{name}_pruned")) == "WRITE") == inserts_only
+    assert _last_operation(_tdef(f"{name}_plain")) == "MERGE"
 
 
 def test_string_partitions_with_quotes_and_backslashes(spark):

@@ -239,17 +239,24 @@ def write_table(
     if extra:
         _evolve(full, settings, extra)
         _refresh(spark, full, settings)
-    writer = conformed.write.format("delta").mode(mode)
-    if replace_where:
-        writer = writer.option("replaceWhere", replace_where)
     try:
-        if settings.is_local:
-            writer.save(str(engine.table_dir(full, settings)))
-        else:
-            writer.saveAsTable(full)
+        _save(conformed, full, settings, mode, replace_where)
     except Exception as exc:
         raise SqlError(f"write to {full} failed: {str(exc)[:800]}") from exc
     return WriteResult(table=full, version=_version(full, settings), added_columns=tuple(extra))
+
+
+def _save(df: DataFrame, full: str, settings: Settings, mode: WriteMode, replace_where: str | None = None) -> None:
+    """Write conformed rows: to the table's path locally (delta-rs), by name on Databricks."""
+    from retail_lakehouse import engine
+
+    writer = df.write.format("delta").mode(mode)
+    if replace_where:
+        writer = writer.option("replaceWhere", replace_where)
+    if settings.is_local:
+        writer.save(str(engine.table_dir(full, settings)))
+    else:
+        writer.saveAsTable(full)
 
 
 def _with_conflict_retry(action, attempts: int = 5) -> None:
@@ -287,10 +294,23 @@ def _partition_literal(value: object, spark_type: str) -> str | None:
     return None
 
 
-def _partition_predicate(
+@dataclass(frozen=True)
+class _Touched:
+    """What a MERGE of a source can touch in a partitioned table (`_touched_partitions`).
+
+    Attributes:
+        predicate: ` AND (t.part IN (...))` covering every partition it can touch; '' when unsure.
+        inserts_only: no target row has a source key, so the MERGE would only insert.
+    """
+
+    predicate: str
+    inserts_only: bool
+
+
+def _touched_partitions(
     spark: SparkSession, full: str, source: DataFrame, keys: list[str], parts: list[str], types: dict[str, str]
-) -> str:
-    """` AND (t.part IN (...))` covering every partition a MERGE of `source` can touch ('' when unsure).
+) -> _Touched:
+    """The partitions a MERGE of `source` can touch, and whether it would only insert, in one query.
 
     Those are the source rows' partitions and the partitions of target rows whose key is in the source
     (a row can move: its key's old row is in another partition). Keys compare null-safely, as in the MERGE.
@@ -300,21 +320,24 @@ def _partition_predicate(
     from pyspark.sql import functions as F
 
     if len(parts) != 1:
-        return ""
+        return _Touched("", inserts_only=False)
     part = parts[0]
     src_keys = source.select(*[F.col(k).alias(f"__s{i}") for i, k in enumerate(keys)])
     target = spark.table(full).select(*keys, part)
     cond = reduce(lambda a, b: a & b, [target[k].eqNullSafe(src_keys[f"__s{i}"]) for i, k in enumerate(keys)])
-    touched = target.join(src_keys, cond, "left_semi").select(part)
-    values = [r[0] for r in touched.union(source.select(part)).distinct().collect()]
+    touched = target.join(src_keys, cond, "left_semi").select(F.col(part).alias("__part"), F.lit(True).alias("__hit"))
+    rows = touched.union(source.select(F.col(part).alias("__part"), F.lit(False).alias("__hit"))).distinct().collect()
+    inserts_only = not any(r[1] for r in rows)
+    values = list(dict.fromkeys(r[0] for r in rows))
     literals = [_partition_literal(v, types.get(part, "")) for v in values]
     if not literals or len(literals) > 500 or any(x is None for x in literals):
-        return ""  # nothing to prune by (or too many / unknown types): merge without the predicate
+        # nothing to prune by (or too many / unknown types): merge without the predicate
+        return _Touched("", inserts_only)
     known = [x for x in literals if x != "NULL"]
     clauses = ([f"t.`{part}` IN ({', '.join(known)})"] if known else []) + (
         [f"t.`{part}` IS NULL"] if "NULL" in literals else []
     )
-    return " AND (" + " OR ".join(clauses) + ")"
+    return _Touched(" AND (" + " OR ".join(clauses) + ")", inserts_only)
 
 
 def merge_into(
@@ -345,7 +368,9 @@ def merge_into(
         prune_partitions: on a partitioned table, limit the MERGE to the partitions it can touch: those
             of the source rows and those holding a row with a source key (found by a query on the key and
             partition columns first). The same rows match as without it; the MERGE then reads and
-            rewrites only those partitions. For a small source into a large table.
+            rewrites only those partitions. For a small source into a large table. Locally, when no
+            stored row has a source key (new rows only), the rows are appended instead: the same rows,
+            without the MERGE's join.
         layer: layer for short names.
         env: environment.
 
@@ -385,11 +410,22 @@ def merge_into(
     if extra:
         _evolve(full, settings, extra)
         _refresh(spark, full, settings)
-    view = f"_merge_source_{tdef.layer}_{tdef.name}"
-    conformed.select(*source_cols).createOrReplaceTempView(view)
     on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
     if prune_partitions and tdef.partition_by:
-        on += _partition_predicate(spark, full, conformed, keys, list(tdef.partition_by), table_columns)
+        touched = _touched_partitions(spark, full, conformed, keys, list(tdef.partition_by), table_columns)
+        if touched.inserts_only and settings.is_local:
+            # No stored row has a source key: the MERGE would insert every row, and an append does
+            # that for a third of Sail's MERGE (0.42 -> 0.12 s for a day of sf 10 order lines).
+            # Locally each table has one writer (its task; a job runs once at a time); on Databricks
+            # the MERGE stays, for Delta's conflict detection against concurrent writers.
+            try:
+                _with_conflict_retry(lambda: _save(conformed, full, settings, "append"))
+            except Exception as exc:
+                raise SqlError(f"merge into {full} (insert only) failed: {str(exc)[:800]}") from exc
+            return WriteResult(table=full, version=_version(full, settings), added_columns=tuple(extra))
+        on += touched.predicate
+    view = f"_merge_source_{tdef.layer}_{tdef.name}"
+    conformed.select(*source_cols).createOrReplaceTempView(view)
     sets = ", ".join(f"t.`{c}` = s.`{c}`" for c in source_cols if c not in keys)
     cond = f" AND ({update_condition})" if update_condition else ""
     cols = ", ".join(f"`{c}`" for c in source_cols)
