@@ -163,6 +163,38 @@ def test_a_merge_of_new_keys_only_appends(spark, source, inserts_only):
     assert _last_operation(_tdef(f"{name}_plain")) == "MERGE"
 
 
+def test_a_write_waits_for_another_local_writer_of_the_table(spark):
+    """The insert-only check and its append run under the table's lock: a writer holding it (another
+    process or thread) is waited for, and the keys it added are then seen (no duplicate rows)."""
+    import threading
+
+    from retail_lakehouse.core.config import load_settings
+
+    tdef = _tdef("locked")
+    writes.write_table(spark.createDataFrame([(1, D1, "a1")], SCHEMA), tdef, mode="overwrite")
+    source = spark.createDataFrame([(2, D2, "b2")], SCHEMA)
+    errors: list[BaseException] = []
+
+    def merge() -> None:
+        try:
+            writes.merge_into(source, tdef, prune_partitions=True)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    with writes._table_lock(tdef.full_name(), load_settings()):
+        # What another writer commits while holding the lock: the same new key.
+        writes._save(source, tdef.full_name(), load_settings(), "append")
+        waiting = threading.Thread(target=merge)
+        waiting.start()
+        waiting.join(1.5)
+        assert waiting.is_alive()  # blocked on the lock
+        assert _rows(spark, tdef) == [(1, D1, "a1"), (2, D2, "b2")]
+    waiting.join(60)
+    assert not waiting.is_alive() and not errors
+    assert _rows(spark, tdef) == [(1, D1, "a1"), (2, D2, "b2")]  # merged into the stored key, not appended again
+    assert _last_operation(tdef) == "MERGE"
+
+
 def test_string_partitions_with_quotes_and_backslashes(spark):
     columns = {"id": "bigint", "region": "string", "val": "string"}
     schema = "id bigint, region string, val string"

@@ -8,6 +8,7 @@ before the write, so its values are kept.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -17,7 +18,7 @@ from retail_lakehouse.core.errors import SchemaMismatchError, SqlError
 from retail_lakehouse.core.tables import TableDef, registry
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from pyspark.sql import DataFrame, SparkSession
 
@@ -236,14 +237,35 @@ def write_table(
                 f"replaceWhere on {full}: the DataFrame has rows outside `{replace_where}`; filter them first. "
                 "Nothing was written."
             )
-    if extra:
-        _evolve(full, settings, extra)
-        _refresh(spark, full, settings)
-    try:
-        _save(conformed, full, settings, mode, replace_where)
-    except Exception as exc:
-        raise SqlError(f"write to {full} failed: {str(exc)[:800]}") from exc
+    with _table_lock(full, settings):
+        if extra:
+            _evolve(full, settings, extra)
+            _refresh(spark, full, settings)
+        try:
+            _save(conformed, full, settings, mode, replace_where)
+        except Exception as exc:
+            raise SqlError(f"write to {full} failed: {str(exc)[:800]}") from exc
     return WriteResult(table=full, version=_version(full, settings), added_columns=tuple(extra))
+
+
+@contextlib.contextmanager
+def _table_lock(full: str, settings: Settings) -> Iterator[None]:
+    """Locally, one writer of a table at a time, across processes and threads.
+
+    An exclusive `flock` on `LAKEHOUSE_HOME/locks/<table>.lock`, held from a write's last check of the
+    table to its commit: a MERGE's insert-only check and its append are then one step for every other
+    writer of this module. On Databricks nothing is held: Delta's optimistic concurrency decides.
+    """
+    if not settings.is_local:
+        yield
+        return
+    import fcntl
+
+    path = settings.home / "locks" / f"{full}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def _save(df: DataFrame, full: str, settings: Settings, mode: WriteMode, replace_where: str | None = None) -> None:
@@ -340,6 +362,29 @@ def _touched_partitions(
     return _Touched(" AND (" + " OR ".join(clauses) + ")", inserts_only)
 
 
+def _run_merge(
+    spark: SparkSession, full: str, view: str, source: DataFrame, keys: list[str], on: str, update_condition: str | None
+) -> None:
+    """The MERGE statement: update matches (the source's columns only), insert the rest."""
+    source.createOrReplaceTempView(view)
+    source_cols = source.columns
+    sets = ", ".join(f"t.`{c}` = s.`{c}`" for c in source_cols if c not in keys)
+    cond = f" AND ({update_condition})" if update_condition else ""
+    cols = ", ".join(f"`{c}`" for c in source_cols)
+    values = ", ".join(f"s.`{c}`" for c in source_cols)
+    matched = f"WHEN MATCHED{cond} THEN UPDATE SET {sets} " if sets else ""
+    statement = (
+        f"MERGE INTO {full} t USING {view} s ON {on} {matched}WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})"
+    )
+    try:
+        # A command runs when it is sent (Spark Connect executes commands eagerly): no collect needed.
+        _with_conflict_retry(lambda: spark.sql(statement))
+    except Exception as exc:
+        raise SqlError(f"merge into {full} failed: {str(exc)[:800]}") from exc
+    finally:
+        spark.catalog.dropTempView(view)
+
+
 def merge_into(
     df: DataFrame,
     table: str | TableDef,
@@ -407,38 +452,24 @@ def merge_into(
     )
     if dupes:
         raise SqlError(f"merge into {full}: the source has several rows for one key {keys}; deduplicate first")
-    if extra:
-        _evolve(full, settings, extra)
-        _refresh(spark, full, settings)
-    on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-    if prune_partitions and tdef.partition_by:
-        touched = _touched_partitions(spark, full, conformed, keys, list(tdef.partition_by), table_columns)
-        if touched.inserts_only and settings.is_local:
-            # No stored row has a source key: the MERGE would insert every row, and an append does
-            # that for a third of Sail's MERGE (0.42 -> 0.12 s for a day of sf 10 order lines).
-            # Locally each table has one writer (its task; a job runs once at a time); on Databricks
-            # the MERGE stays, for Delta's conflict detection against concurrent writers.
-            try:
-                _with_conflict_retry(lambda: _save(conformed, full, settings, "append"))
-            except Exception as exc:
-                raise SqlError(f"merge into {full} (insert only) failed: {str(exc)[:800]}") from exc
-            return WriteResult(table=full, version=_version(full, settings), added_columns=tuple(extra))
-        on += touched.predicate
-    view = f"_merge_source_{tdef.layer}_{tdef.name}"
-    conformed.select(*source_cols).createOrReplaceTempView(view)
-    sets = ", ".join(f"t.`{c}` = s.`{c}`" for c in source_cols if c not in keys)
-    cond = f" AND ({update_condition})" if update_condition else ""
-    cols = ", ".join(f"`{c}`" for c in source_cols)
-    values = ", ".join(f"s.`{c}`" for c in source_cols)
-    matched = f"WHEN MATCHED{cond} THEN UPDATE SET {sets} " if sets else ""
-    statement = (
-        f"MERGE INTO {full} t USING {view} s ON {on} {matched}WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})"
-    )
-    try:
-        # A command runs when it is sent (Spark Connect executes commands eagerly): no collect needed.
-        _with_conflict_retry(lambda: spark.sql(statement))
-    except Exception as exc:
-        raise SqlError(f"merge into {full} failed: {str(exc)[:800]}") from exc
-    finally:
-        spark.catalog.dropTempView(view)
+    with _table_lock(full, settings):
+        if extra:
+            _evolve(full, settings, extra)
+            _refresh(spark, full, settings)
+        on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+        if prune_partitions and tdef.partition_by:
+            touched = _touched_partitions(spark, full, conformed, keys, list(tdef.partition_by), table_columns)
+            if touched.inserts_only and settings.is_local:
+                # No stored row has a source key: the MERGE would insert every row, and an append does
+                # that for a third of Sail's MERGE (0.42 -> 0.12 s for a day of sf 10 order lines). The
+                # table lock keeps other local writers out between this check and the append; on
+                # Databricks the MERGE stays, with Delta's conflict detection against concurrent writers.
+                try:
+                    _with_conflict_retry(lambda: _save(conformed, full, settings, "append"))
+                except Exception as exc:
+                    raise SqlError(f"merge into {full} (insert only) failed: {str(exc)[:800]}") from exc
+                return WriteResult(table=full, version=_version(full, settings), added_columns=tuple(extra))
+            on += touched.predicate
+        _run_merge(spark, full, f"_merge_source_{tdef.layer}_{tdef.name}", conformed.select(*source_cols),
+                   keys, on, update_condition)
     return WriteResult(table=full, version=_version(full, settings), added_columns=tuple(extra))
