@@ -371,3 +371,31 @@ def test_pysparks_own_config_reads_are_answered_once_per_session(spark):
         assert sent.count("get") >= 1
     finally:
         session.stop()
+
+
+def test_new_sessions_do_not_rescan_the_installed_packages(spark, monkeypatch):
+    """Sail looks up its `pysail.datasources` entry points for each new session (one per notebook
+    task); the engine keeps the first answer. Other entry-point groups are still read each time."""
+    import importlib.metadata as metadata
+
+    from pyspark.sql import SparkSession
+
+    spark.sql("SELECT 1").collect()  # the engine's own session has asked once
+    scans: list[int] = []
+    scan = metadata.distributions
+
+    def counted(**kwargs):
+        scans.append(1)
+        return scan(**kwargs)
+
+    monkeypatch.setattr(metadata, "distributions", counted)
+    for _ in range(2):
+        session = SparkSession.builder.remote(engine.start_local_server()).create()
+        try:
+            assert session.sql("SELECT 2 AS x").collect()[0].x == 2
+        finally:
+            session.stop()
+    assert scans == []
+    assert metadata.entry_points(group="pysail.datasources") is metadata.entry_points(group="pysail.datasources")
+    metadata.entry_points(group="console_scripts")
+    assert scans == [1]
