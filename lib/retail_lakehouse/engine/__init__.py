@@ -37,6 +37,7 @@ from retail_lakehouse.engine._catalog import (
 from retail_lakehouse.engine._catalog import (
     is_registered as is_registered,
 )
+from retail_lakehouse.engine._sail_discovery import cache_data_source_discovery
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -147,37 +148,6 @@ def _sail_env(settings: Settings) -> None:
     _checkpoint_dirs.append(checkpoints)
 
 
-_SAIL_DATA_SOURCES = "pysail.datasources"
-
-
-def _cache_data_source_discovery() -> None:
-    """Keep the first answer of Sail's per-session look-up of `pysail.datasources` entry points.
-
-    Sail calls `importlib.metadata.entry_points(group="pysail.datasources")` for every new session,
-    which reads the metadata of every installed distribution: 8-14 ms each on a quiet process, a
-    session per notebook task, while it holds the GIL the runner's threads need (alternated no-new-
-    data runs: the runner's CPU 3.8 -> 3.6 s). The installed distributions do not change while a process serves sessions,
-    so that one group's answer is kept; every other call goes to importlib as before.
-    """
-    import functools
-    import importlib.metadata as metadata
-
-    original = metadata.entry_points
-    if getattr(original, "__wrapped__", None) is not None:
-        return  # already cached in this process
-    kept: list[Any] = []
-
-    @functools.wraps(original)
-    def entry_points(**params: Any) -> Any:
-        if params != {"group": _SAIL_DATA_SOURCES}:
-            return original(**params)
-        if not kept:
-            kept.append(original(**params))
-        return kept[0]
-
-    metadata.entry_points = entry_points
-
-
 def start_local_server(settings: Settings | None = None) -> str:
     """Start the embedded Sail server once per process and return its `sc://` URL.
 
@@ -189,7 +159,7 @@ def start_local_server(settings: Settings | None = None) -> str:
     with _lock:
         if _server_url is None:
             _sail_env(settings)
-            _cache_data_source_discovery()
+            cache_data_source_discovery()
             from pysail.spark import SparkConnectServer
 
             server = SparkConnectServer("127.0.0.1", 0)
