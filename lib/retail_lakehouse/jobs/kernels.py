@@ -20,6 +20,7 @@ kernel, launched by forking), which any Jupyter client can name, e.g.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -28,16 +29,23 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from retail_lakehouse.core.errors import KernelError
 
 if TYPE_CHECKING:
     from jupyter_client.manager import KernelManager
 
-__all__ = ["KernelPool", "WarmKernelError", "import_notebook_machinery", "install_kernel_spec", "kernel_cpu_seconds"]
+__all__ = [
+    "KernelPool",
+    "WarmKernelError",
+    "closing_event_loop",
+    "import_notebook_machinery",
+    "install_kernel_spec",
+    "kernel_cpu_seconds",
+]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +103,54 @@ def import_notebook_machinery() -> None:
     with _MACHINERY_LOCK:  # two threads calling this at once: one imports, the other waits
         for name in NOTEBOOK_MACHINERY:
             importlib.import_module(name)
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def closing_event_loop(fn: Callable[_P, _T]) -> Callable[_P, _T]:
+    """`fn`, closing on return the asyncio event loop that jupyter_client left in its worker thread.
+
+    jupyter_client's blocking calls (start a kernel, shut it down, papermill's execution) run on an
+    event loop that jupyter_core makes for each thread and never closes: an epoll and a socket pair
+    held until garbage collection finds the loop, about 80 descriptors per job run. A process that
+    runs jobs for long (the local workspace, a test session) then nears its open-files limit.
+    Wrap the targets of short-lived threads and thread-pool tasks with this; the main thread's loop
+    is left alone.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _close_thread_event_loop()
+
+    return wrapper
+
+
+def _close_thread_event_loop() -> None:
+    if threading.current_thread() is threading.main_thread():
+        return
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:  # this thread has no loop
+        return
+    if loop.is_running() or loop.is_closed():
+        return
+    try:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    except Exception as exc:  # a loop in a bad state: still close it
+        log.debug("closing a thread's event loop: %s", exc)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 class KernelPool:
@@ -172,7 +228,9 @@ class KernelPool:
     def release(self, km: KernelManager) -> None:
         """Shut down a kernel a notebook has used, in the background (`close` waits for it): the
         task that used it is done, and the next one need not wait for its end."""
-        t = threading.Thread(target=_shutdown, args=(km,), name="kernel-shutdown", daemon=True)
+        t = threading.Thread(
+            target=closing_event_loop(_shutdown), args=(km,), name="kernel-shutdown", daemon=True
+        )
         with self._cond:
             self._threads.append(t)
         t.start()
@@ -205,7 +263,7 @@ class KernelPool:
             return
         self._starting += 1
         self._started += 1
-        t = threading.Thread(target=self._start_one, name="warm-kernel", daemon=True)
+        t = threading.Thread(target=closing_event_loop(self._start_one), name="warm-kernel", daemon=True)
         self._threads.append(t)
         t.start()
 
@@ -428,4 +486,3 @@ def install_kernel_spec(prefix: str | None = None, *, preload: Sequence[str] = (
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "kernel.json").write_text(json.dumps(spec, indent=1))
         return KernelSpecManager().install_kernel_spec(tmp, WARM_SPEC, prefix=prefix or sys.prefix)
-

@@ -28,7 +28,7 @@ from retail_lakehouse.core.errors import ParameterError
 from retail_lakehouse.databricks.bundle import Bundle, JobSpec, TaskSpec, load_bundle, param_str
 from retail_lakehouse.engine import journal as monitoring
 from retail_lakehouse.jobs.job_runs import JobRun, Recorder, TaskRun, row
-from retail_lakehouse.jobs.kernels import KERNEL_NAME, KernelPool, kernel_cpu_seconds
+from retail_lakehouse.jobs.kernels import KERNEL_NAME, KernelPool, closing_event_loop, kernel_cpu_seconds
 from retail_lakehouse.jobs.scheduling import priorities
 from retail_lakehouse.jobs.scheduling import run_if as _run_if
 
@@ -257,6 +257,7 @@ class _Execution:
         delayed: list[tuple[float, str, int]] = []
         ready: list[tuple[str, int]] = []  # (task, attempt): started as slots free up, critical path first
         pool = ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix=f"{self.job.key}")
+        run_attempt = closing_event_loop(self._attempt)  # a worker's loop closed after each task
         try:
             while pending or running or delayed or ready:
                 if self.cancel.is_set():
@@ -271,7 +272,7 @@ class _Execution:
                 ready.sort(key=lambda item: rank[item[0]])
                 while ready and len(running) < self.max_parallel:
                     key, number = ready.pop(0)
-                    running[pool.submit(self._attempt, specs[key], number)] = key
+                    running[pool.submit(run_attempt, specs[key], number)] = key
                 timeout = max(0.0, min(d[0] for d in delayed) - now) if delayed else None
                 if not running:
                     if delayed:
