@@ -105,6 +105,7 @@ def import_notebook_machinery() -> None:
             importlib.import_module(name)
 
 
+_LOOP_CLOSE_TIMEOUT = 1.0
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -143,9 +144,9 @@ def _close_thread_event_loop() -> None:
         pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
         for task in pending:
             task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
+        if pending:  # bounded: a task that ignores its cancellation must not hang the thread
+            loop.run_until_complete(asyncio.wait(pending, timeout=_LOOP_CLOSE_TIMEOUT))
+        loop.run_until_complete(asyncio.wait_for(loop.shutdown_asyncgens(), _LOOP_CLOSE_TIMEOUT))
     except Exception as exc:  # a loop in a bad state: still close it
         log.debug("closing a thread's event loop: %s", exc)
     finally:
