@@ -7,6 +7,7 @@ import ast
 import base64
 import http.client
 import json
+import os
 import socket
 import time
 from datetime import UTC, datetime, timedelta
@@ -534,3 +535,44 @@ def test_run_sql_tells_a_missing_table_from_other_errors(w):
     with pytest.raises(SqlError) as other:
         run_sql(w, "SELECT no_such_function(1)")
     assert not isinstance(other.value, TableNotFoundError)
+
+
+def _epoll_descriptors() -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += "eventpoll" in os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc")
+def test_runs_of_the_workspace_leave_no_event_loops_open(w):
+    """A failed run shuts its unused warm kernels down in the run's own thread; that thread's event loop
+    (jupyter_client's) is closed as it ends, so a workspace running jobs for days keeps its descriptors."""
+    import gc
+
+    tasks = [
+        Task(task_key="boom", max_retries=0,
+             notebook_task=NotebookTask(notebook_path=str(NOTEBOOKS / "always_fail.ipynb"),
+                                        base_parameters={"message": "kaput"})),
+        *[Task(task_key=f"after_{i}", depends_on=[TaskDependency(task_key="boom")],
+               notebook_task=NotebookTask(notebook_path=str(NOTEBOOKS / "noop.ipynb"))) for i in range(2)],
+    ]
+    job_id = w.jobs.create(name="fails_first", tasks=tasks).job_id
+
+    def run_once() -> str:
+        return w.jobs.run_now(job_id).result(timeout=timedelta(minutes=3)).state.result_state.value
+
+    gc.collect()
+    gc.disable()  # a loop left open would otherwise be closed whenever a collection runs
+    try:
+        states = [run_once()]
+        after_one = _epoll_descriptors()
+        states += [run_once(), run_once()]
+        after_three = _epoll_descriptors()
+    finally:
+        gc.enable()
+    assert states == ["FAILED"] * 3
+    assert after_three <= after_one, f"event loops left open: {after_one} -> {after_three} epoll descriptors"

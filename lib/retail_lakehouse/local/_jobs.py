@@ -23,7 +23,7 @@ from retail_lakehouse.core.errors import JobNotFoundError, ParameterError
 from retail_lakehouse.databricks import bundle as bundle_mod
 from retail_lakehouse.databricks.job_settings import settings_of
 from retail_lakehouse.jobs import runner
-from retail_lakehouse.jobs.kernels import import_notebook_machinery
+from retail_lakehouse.jobs.kernels import closing_event_loop, import_notebook_machinery
 from retail_lakehouse.local import _runs
 from retail_lakehouse.local._common import (
     LOCAL_USER,
@@ -305,7 +305,8 @@ class JobsService:
             except Exception as exc:  # reported as INTERNAL_ERROR of the run, never kills the server
                 launch.error = f"{type(exc).__name__}: {exc}"
 
-        thread = threading.Thread(target=target, name=f"job-run-{local_id}", daemon=True)
+        # The run's own thread may shut spare kernels down (jupyter_client's loop): closed as it ends.
+        thread = threading.Thread(target=closing_event_loop(target), name=f"job-run-{local_id}", daemon=True)
         launch = _Launch(local_id, key, thread, cancel, now_ms())
         with self._lock:
             self.launches[local_id] = launch
