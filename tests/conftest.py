@@ -64,3 +64,14 @@ def generate_sources(home: Path, *, days: int = 3, scale_factor: float = 0.05, *
         landing_dir=settings.local_path("landing"),
         **kwargs,
     )
+
+
+def epoll_descriptors() -> int:
+    """Open descriptors of this process that are epoll instances (one per asyncio event loop)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += "eventpoll" in os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+    return count

@@ -305,19 +305,6 @@ def test_bundle_unknown_target(tmp_path):
         load_bundle(BUNDLE, target="staging")
 
 
-def _event_loop_descriptors() -> int:
-    """Open descriptors of this process that are epoll instances (one per asyncio event loop)."""
-    import os
-
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            count += "eventpoll" in os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:  # closed meanwhile
-            continue
-    return count
-
-
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc")
 def test_job_runs_leave_no_event_loops_open(home, bundle):
     """jupyter_client's blocking calls make an event loop per thread that nothing closes; the runner's
@@ -326,15 +313,16 @@ def test_job_runs_leave_no_event_loops_open(home, bundle):
     import gc
 
     from retail_lakehouse.jobs.runner import run_job
+    from tests.conftest import epoll_descriptors
 
     gc.collect()
     gc.disable()  # a loop left open would otherwise be closed whenever a collection runs
     try:
         run_job("Parallel job", bundle=bundle, max_parallel=2)
-        after_one = _event_loop_descriptors()
+        after_one = epoll_descriptors()
         for _ in range(2):
             assert run_job("Parallel job", bundle=bundle, max_parallel=2).state == "SUCCESS"
-        after_three = _event_loop_descriptors()
+        after_three = epoll_descriptors()
     finally:
         gc.enable()
     # without the closing: 8 more epoll descriptors per run of this 3-task job (checked: 20 -> 36)

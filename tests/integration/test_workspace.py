@@ -7,7 +7,6 @@ import ast
 import base64
 import http.client
 import json
-import os
 import socket
 import time
 from datetime import UTC, datetime, timedelta
@@ -537,21 +536,13 @@ def test_run_sql_tells_a_missing_table_from_other_errors(w):
     assert not isinstance(other.value, TableNotFoundError)
 
 
-def _epoll_descriptors() -> int:
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            count += "eventpoll" in os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:  # closed meanwhile
-            continue
-    return count
-
-
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc")
 def test_runs_of_the_workspace_leave_no_event_loops_open(w):
     """A failed run shuts its unused warm kernels down in the run's own thread; that thread's event loop
     (jupyter_client's) is closed as it ends, so a workspace running jobs for days keeps its descriptors."""
     import gc
+
+    from tests.conftest import epoll_descriptors
 
     tasks = [
         Task(task_key="boom", max_retries=0,
@@ -569,9 +560,9 @@ def test_runs_of_the_workspace_leave_no_event_loops_open(w):
     gc.disable()  # a loop left open would otherwise be closed whenever a collection runs
     try:
         states = [run_once()]
-        after_one = _epoll_descriptors()
+        after_one = epoll_descriptors()
         states += [run_once(), run_once()]
-        after_three = _epoll_descriptors()
+        after_three = epoll_descriptors()
     finally:
         gc.enable()
     assert states == ["FAILED"] * 3
