@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,7 +41,15 @@ def median_of(fn: Callable[[], float | None], runs: int) -> tuple[float, list[fl
 
 
 def fresh_home(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-"))
+    """A new lakehouse home under TMPDIR, removed when the script ends (a scale factor 10 home holds
+    about 0.5 GB; repeated `make bench` runs filled TMPDIR). `LAKEHOUSE_BENCH_KEEP=1` keeps it to look
+    at, and the script says where it is."""
+    home = Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-"))
+    if os.environ.get("LAKEHOUSE_BENCH_KEEP", "") in ("1", "true", "yes"):
+        print(f"kept: {home}", file=sys.stderr)
+    else:
+        atexit.register(shutil.rmtree, home, ignore_errors=True)
+    return home
 
 
 def report(name: str, figures: dict) -> None:
