@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -75,3 +78,15 @@ def epoll_descriptors() -> int:
         except OSError:  # closed meanwhile
             continue
     return count
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Garbage collection off inside the block (collected first): an event loop left open would
+    otherwise be closed whenever a collection happens to run, and a leak test would pass by chance."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()

@@ -310,20 +310,14 @@ def test_job_runs_leave_no_event_loops_open(home, bundle):
     """jupyter_client's blocking calls make an event loop per thread that nothing closes; the runner's
     task threads and the kernel pool's threads close theirs, so a process running jobs for long (the
     local workspace) does not pile up descriptors until the garbage collector happens to run."""
-    import gc
-
     from retail_lakehouse.jobs.runner import run_job
-    from tests.conftest import epoll_descriptors
+    from tests.conftest import epoll_descriptors, gc_paused
 
-    gc.collect()
-    gc.disable()  # a loop left open would otherwise be closed whenever a collection runs
-    try:
+    with gc_paused():
         run_job("Parallel job", bundle=bundle, max_parallel=2)
         after_one = epoll_descriptors()
         for _ in range(2):
             assert run_job("Parallel job", bundle=bundle, max_parallel=2).state == "SUCCESS"
         after_three = epoll_descriptors()
-    finally:
-        gc.enable()
     # without the closing: 8 more epoll descriptors per run of this 3-task job (checked: 20 -> 36)
     assert after_three <= after_one, f"event loops left open: {after_one} -> {after_three} epoll descriptors"

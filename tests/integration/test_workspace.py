@@ -540,9 +540,7 @@ def test_run_sql_tells_a_missing_table_from_other_errors(w):
 def test_runs_of_the_workspace_leave_no_event_loops_open(w):
     """A failed run shuts its unused warm kernels down in the run's own thread; that thread's event loop
     (jupyter_client's) is closed as it ends, so a workspace running jobs for days keeps its descriptors."""
-    import gc
-
-    from tests.conftest import epoll_descriptors
+    from tests.conftest import epoll_descriptors, gc_paused
 
     tasks = [
         Task(task_key="boom", max_retries=0,
@@ -556,14 +554,10 @@ def test_runs_of_the_workspace_leave_no_event_loops_open(w):
     def run_once() -> str:
         return w.jobs.run_now(job_id).result(timeout=timedelta(minutes=3)).state.result_state.value
 
-    gc.collect()
-    gc.disable()  # a loop left open would otherwise be closed whenever a collection runs
-    try:
+    with gc_paused():
         states = [run_once()]
         after_one = epoll_descriptors()
         states += [run_once(), run_once()]
         after_three = epoll_descriptors()
-    finally:
-        gc.enable()
     assert states == ["FAILED"] * 3
     assert after_three <= after_one, f"event loops left open: {after_one} -> {after_three} epoll descriptors"
